@@ -1,0 +1,3 @@
+from zhisuan.cli.app import main
+
+main()

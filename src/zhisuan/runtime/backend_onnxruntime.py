@@ -1,0 +1,199 @@
+"""ONNX Runtime backend: CPU EP always; CUDA and TensorRT EPs when the installed build has them."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhisuan.errors import BackendUnavailableError, UserError
+from zhisuan.runtime.base import (
+    ONNX_TO_NUMPY,
+    BackendStatus,
+    Precision,
+    RuntimeInfo,
+    RuntimeOptions,
+    TensorSpec,
+)
+
+INSTALL_HINT = "pip install onnxruntime  (or onnxruntime-gpu for CUDA/TensorRT)"
+
+# zhisuan device name -> ONNX Runtime execution provider
+_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+}
+
+
+def _device_kind(device: str) -> tuple[str, int]:
+    kind, _, index = device.partition(":")
+    try:
+        return kind.lower(), int(index) if index else 0
+    except ValueError:
+        raise UserError(f"bad device {device!r}; expected e.g. 'cpu', 'cuda', 'cuda:1'") from None
+
+
+class OnnxRuntimeRunner:
+    """A model loaded in an ``onnxruntime.InferenceSession``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: str | Path | bytes, options: RuntimeOptions) -> None:
+        import onnxruntime as ort
+
+        if options.precision not in (Precision.FP32,):
+            # ORT runs the precision the graph is stored in; fp16/int8 need a converted model.
+            raise UserError(
+                f"onnxruntime runs the precision stored in the model; convert it to {options.precision.value} "
+                "first (zhisuan quantize) and load it with precision fp32"
+            )
+        kind, index = _device_kind(options.device)
+        if kind not in _PROVIDERS:
+            raise UserError(f"onnxruntime has no device {options.device!r}; use one of: {', '.join(_PROVIDERS)}")
+        provider = _PROVIDERS[kind]
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise BackendUnavailableError(
+                f"onnxruntime {provider}", f"this onnxruntime build offers {', '.join(available)}", INSTALL_HINT
+            )
+        sess_options = ort.SessionOptions()
+        if options.intra_op_threads is not None:
+            sess_options.intra_op_num_threads = options.intra_op_threads
+        if options.inter_op_threads is not None:
+            sess_options.inter_op_num_threads = options.inter_op_threads
+        level = options.extra.get("graph_optimization_level")
+        if level is not None:
+            sess_options.graph_optimization_level = {
+                "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            }[level]
+        if options.extra.get("enable_profiling"):
+            sess_options.enable_profiling = True
+            prefix = options.extra.get("profile_file_prefix")
+            if prefix:
+                sess_options.profile_file_prefix = str(prefix)
+        sess_options.log_severity_level = 3
+        providers: list[Any] = []
+        if provider != "CPUExecutionProvider":
+            providers.append((provider, {"device_id": index}))
+        providers.append("CPUExecutionProvider")
+        source = model if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise UserError(f"model file not found: {model}")
+        try:
+            self._session = ort.InferenceSession(source, sess_options=sess_options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"onnxruntime could not load {'the model' if isinstance(model, bytes) else model}: {message}") from None
+        used = self._session.get_providers()
+        self._info = RuntimeInfo(
+            runtime=self.name,
+            version=ort.__version__,
+            device=options.device if used[0] != "CPUExecutionProvider" else "cpu",
+            provider=used[0],
+            precision="as stored in the model",
+            intra_op_threads=options.intra_op_threads if options.intra_op_threads is not None else _default_threads(),
+            inter_op_threads=options.inter_op_threads,
+            details={"providers": used, "requested_provider": provider},
+        )
+        if provider != used[0]:
+            raise BackendUnavailableError(
+                f"onnxruntime {provider}", f"the session fell back to {used[0]}", INSTALL_HINT
+            )
+
+    @property
+    def info(self) -> RuntimeInfo:
+        return self._info
+
+    @property
+    def session(self) -> Any:
+        """The underlying ``onnxruntime.InferenceSession`` (for profiling and advanced use)."""
+        return self._session
+
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(a) for a in self._session.get_inputs()]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(a) for a in self._session.get_outputs()]
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        expected = {spec.name: spec for spec in self.inputs()}
+        missing = set(expected) - set(feeds)
+        unknown = set(feeds) - set(expected)
+        if missing or unknown:
+            raise UserError(
+                f"inputs do not match the model: missing {sorted(missing) or 'none'}, "
+                f"unknown {sorted(unknown) or 'none'}; the model takes {sorted(expected)}"
+            )
+        names = list(output_names) if output_names else [o.name for o in self._session.get_outputs()]
+        try:
+            values = self._session.run(names, {k: np.asarray(v) for k, v in feeds.items()})
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"onnxruntime failed to run the model: {message}") from None
+        return dict(zip(names, values, strict=True))
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]
+
+    def __enter__(self) -> OnnxRuntimeRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _default_threads() -> int | None:
+    # ORT's default intra-op pool uses one thread per physical core.
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count()
+    except ImportError:
+        return os.cpu_count()
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else (d or None) for d in (arg.shape or ()))
+    return TensorSpec(arg.name, ONNX_TO_NUMPY.get(arg.type, arg.type), shape)
+
+
+class _OnnxRuntimeBackend:
+    name = "onnxruntime"
+    install_hint = INSTALL_HINT
+
+    def status(self) -> BackendStatus:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return BackendStatus(self.name, False, None, (), "onnxruntime is not installed", INSTALL_HINT)
+        try:
+            import onnxruntime as ort
+        except Exception as exc:
+            return BackendStatus(self.name, False, None, (), f"import failed: {exc}", INSTALL_HINT)
+        providers = ort.get_available_providers()
+        reverse = {v: k for k, v in _PROVIDERS.items()}
+        devices = tuple(reverse.get(p, p) for p in providers)
+        return BackendStatus(self.name, True, ort.__version__, devices, None, INSTALL_HINT)
+
+    def load(self, model: str | Path | Any, options: RuntimeOptions) -> OnnxRuntimeRunner:
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise BackendUnavailableError(self.name, "onnxruntime is not installed", INSTALL_HINT)
+        if hasattr(model, "SerializeToString"):
+            model = model.SerializeToString()
+        if not isinstance(model, str | Path | bytes):
+            raise UserError(f"onnxruntime loads an ONNX file path or bytes, not {type(model).__name__}")
+        return OnnxRuntimeRunner(model, options)
+
+
+BACKEND = _OnnxRuntimeBackend()

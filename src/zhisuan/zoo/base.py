@@ -1,0 +1,162 @@
+"""Zoo entry and result types. Each model lives in one file under ``zhisuan/zoo/models``."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from zhisuan._io import verify_sha256
+from zhisuan.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from zhisuan.runtime.base import Runtime, TorchModel
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file shipped inside an installed PyPI package, pinned by sha256."""
+
+    distribution: str  # PyPI distribution name, e.g. "rapidocr"
+    module: str  # import name of the package that holds the file, e.g. "rapidocr"
+    relpath: str  # path inside that package, e.g. "models/PP-OCRv6_rec_small.onnx"
+    sha256: str
+    install_hint: str  # e.g. "pip install --no-deps rapidocr==3.10.0"
+
+    def path(self) -> Path:
+        """Locate the file in site-packages (never downloads) and verify its sha256."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            raise BackendUnavailableError(
+                self.distribution, "the package that ships these weights is not installed", self.install_hint
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / self.relpath
+        if not path.is_file():
+            raise BackendUnavailableError(
+                self.distribution, f"{self.relpath} is missing from the installed package", self.install_hint
+            )
+        verify_sha256(path, self.sha256)
+        return path
+
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Options that change the exported ONNX file (and so its cache key)."""
+
+    opset: int | None = None
+
+    def cache_key(self) -> str:
+        return "default" if self.opset is None else f"opset{self.opset}"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    samples: int | None = None  # None: the entry's default evaluation set size
+    seed: int = 0
+    progress: Progress = _no_progress
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A task metric computed on the entry's offline evaluation set."""
+
+    model: str
+    metric: str
+    value: float
+    samples: int
+    higher_is_better: bool = True
+    secondary: Mapping[str, float] = field(default_factory=dict)  # e.g. {"cer": 0.012}
+    model_path: str | None = None
+    runtime: Mapping[str, Any] = field(default_factory=dict)  # RuntimeInfo.to_dict()
+    duration_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "metric": self.metric,
+            "value": self.value,
+            "samples": self.samples,
+            "higher_is_better": self.higher_is_better,
+            "secondary": dict(self.secondary),
+            "model_path": self.model_path,
+            "runtime": dict(self.runtime),
+            "duration_s": self.duration_s,
+        }
+
+
+Kind = Literal["onnx-shipped", "torch-export", "random-init"]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model of the zoo: where it comes from, how to build it, how to score it.
+
+    ``build(out, options, progress)`` writes the ONNX file to ``out`` (a temporary path that the
+    cache renames into place). ``evaluate(runtime, options)`` scores any runtime that has this
+    model's signature, so a modified (e.g. quantized) file is scored the same way.
+    """
+
+    name: str
+    task: str
+    summary: str
+    kind: Kind
+    license: str
+    weights: WeightsFile | None
+    preprocess: str
+    postprocess: str
+    metric: str
+    metric_description: str
+    eval_set: str  # how the offline evaluation set is made
+    default_eval_samples: int
+    build: Callable[[Path, BuildOptions, Progress], None]
+    evaluate: Callable[[Runtime, EvalOptions], EvalResult]
+    torch_model: Callable[[], TorchModel] | None = None  # the PyTorch reference, if there is one
+    higher_is_better: bool = True
+    architecture_source: str | None = None  # e.g. "efficientnet-lite-pytorch 0.1.0" or "zhisuan (built in code)"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def source(self) -> dict[str, Any]:
+        if self.weights is None:
+            return {"package": None, "version": None, "weights_sha256": None, "weights": "random (seeded)"}
+        return {
+            "package": self.weights.distribution,
+            "version": self.weights.version(),
+            "weights": self.weights.relpath,
+            "weights_sha256": self.weights.sha256,
+            "install_hint": self.weights.install_hint,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "summary": self.summary,
+            "kind": self.kind,
+            "license": self.license,
+            "source": self.source(),
+            "architecture_source": self.architecture_source,
+            "preprocess": self.preprocess,
+            "postprocess": self.postprocess,
+            "metric": self.metric,
+            "metric_description": self.metric_description,
+            "higher_is_better": self.higher_is_better,
+            "eval_set": self.eval_set,
+            "default_eval_samples": self.default_eval_samples,
+            "has_torch_reference": self.torch_model is not None,
+            "metadata": dict(self.metadata),
+        }

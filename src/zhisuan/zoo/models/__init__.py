@@ -1,0 +1,1 @@
+"""One module per zoo model family; each exposes ``ENTRIES: list[ZooEntry]``."""
