@@ -19,6 +19,7 @@ from zhisuan.runtime.base import (
     RuntimeOptions,
     TensorSpec,
 )
+from zhisuan.runtime.feeds import check_feeds
 
 INSTALL_HINT = "pip install onnxruntime  (or onnxruntime-gpu for CUDA/TensorRT)"
 
@@ -31,6 +32,62 @@ _PROVIDERS = {
     "dml": "DmlExecutionProvider",
     "rocm": "ROCMExecutionProvider",
 }
+
+
+def provider_chain(
+    kind: str, index: int, precision: Precision, available: list[str], *, cache_dir: Path | None = None
+) -> list[str | tuple[str, dict[str, Any]]]:
+    """The ``providers=`` list for an ``InferenceSession``: the asked EP first, then fallbacks.
+
+    CUDA gets its ``device_id``; TensorRT gets ``device_id``, ``trt_fp16_enable`` for fp16 and an
+    engine cache under zhisuan's cache directory, with CUDA behind it for the layers TensorRT
+    cannot take. CPU always comes last. Raises :class:`BackendUnavailableError` when the asked EP
+    is not in ``available``, and :class:`UserError` for a precision the EP cannot be asked for.
+
+    >>> provider_chain("cpu", 0, Precision.FP32, ["CPUExecutionProvider"])
+    ['CPUExecutionProvider']
+    >>> provider_chain("cuda", 1, Precision.FP32, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    [('CUDAExecutionProvider', {'device_id': 1}), 'CPUExecutionProvider']
+    """
+    if kind not in _PROVIDERS:
+        raise UserError(f"onnxruntime has no device {kind!r}; use one of: {', '.join(_PROVIDERS)}")
+    provider = _PROVIDERS[kind]
+    if provider not in available:
+        raise BackendUnavailableError(
+            f"onnxruntime {provider}", f"this onnxruntime build offers only {', '.join(available)}", INSTALL_HINT
+        )
+    if precision is not Precision.FP32 and not (provider == "TensorrtExecutionProvider" and precision is Precision.FP16):
+        # ORT runs the precision the graph is stored in; only the TensorRT EP can lower it itself.
+        raise UserError(
+            f"onnxruntime runs the precision stored in the model; convert it to {precision.value} "
+            "first (zhisuan quantize) and load it with precision fp32"
+            + (" (or use device 'tensorrt' with precision fp16)" if precision is Precision.FP16 else "")
+        )
+    chain: list[str | tuple[str, dict[str, Any]]] = []
+    if provider == "TensorrtExecutionProvider":
+        engines = cache_dir if cache_dir is not None else _cache_dir("onnxruntime-trt")
+        chain.append((provider, {
+            "device_id": index,
+            "trt_fp16_enable": precision is Precision.FP16,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(engines),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(engines),
+        }))
+        if "CUDAExecutionProvider" in available:
+            chain.append(("CUDAExecutionProvider", {"device_id": index}))
+    elif provider == "OpenVINOExecutionProvider":
+        chain.append(provider)  # its device_type option names OpenVINO devices, not indices
+    elif provider != "CPUExecutionProvider":
+        chain.append((provider, {"device_id": index}))
+    chain.append("CPUExecutionProvider")
+    return chain
+
+
+def _cache_dir(name: str) -> Path:
+    from zhisuan._io import cache_dir
+
+    return cache_dir(name)
 
 
 def _device_kind(device: str) -> tuple[str, int]:
@@ -49,21 +106,9 @@ class OnnxRuntimeRunner:
     def __init__(self, model: str | Path | bytes, options: RuntimeOptions) -> None:
         import onnxruntime as ort
 
-        if options.precision not in (Precision.FP32,):
-            # ORT runs the precision the graph is stored in; fp16/int8 need a converted model.
-            raise UserError(
-                f"onnxruntime runs the precision stored in the model; convert it to {options.precision.value} "
-                "first (zhisuan quantize) and load it with precision fp32"
-            )
         kind, index = _device_kind(options.device)
-        if kind not in _PROVIDERS:
-            raise UserError(f"onnxruntime has no device {options.device!r}; use one of: {', '.join(_PROVIDERS)}")
+        providers = provider_chain(kind, index, options.precision, list(ort.get_available_providers()))
         provider = _PROVIDERS[kind]
-        available = ort.get_available_providers()
-        if provider not in available:
-            raise BackendUnavailableError(
-                f"onnxruntime {provider}", f"this onnxruntime build offers {', '.join(available)}", INSTALL_HINT
-            )
         sess_options = ort.SessionOptions()
         if options.intra_op_threads is not None:
             sess_options.intra_op_num_threads = options.intra_op_threads
@@ -71,22 +116,21 @@ class OnnxRuntimeRunner:
             sess_options.inter_op_num_threads = options.inter_op_threads
         level = options.extra.get("graph_optimization_level")
         if level is not None:
-            sess_options.graph_optimization_level = {
+            levels = {
                 "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                 "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                 "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                 "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            }[level]
+            }
+            if level not in levels:
+                raise UserError(f"unknown graph_optimization_level {level!r}; choose one of: {', '.join(levels)}")
+            sess_options.graph_optimization_level = levels[level]
         if options.extra.get("enable_profiling"):
             sess_options.enable_profiling = True
             prefix = options.extra.get("profile_file_prefix")
             if prefix:
                 sess_options.profile_file_prefix = str(prefix)
         sess_options.log_severity_level = 3
-        providers: list[Any] = []
-        if provider != "CPUExecutionProvider":
-            providers.append((provider, {"device_id": index}))
-        providers.append("CPUExecutionProvider")
         source = model if isinstance(model, bytes) else str(model)
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise UserError(f"model file not found: {model}")
@@ -101,11 +145,14 @@ class OnnxRuntimeRunner:
             version=ort.__version__,
             device=options.device if used[0] != "CPUExecutionProvider" else "cpu",
             provider=used[0],
-            precision="as stored in the model",
+            precision="fp16 allowed (TensorRT EP picks per layer)"
+            if options.precision is Precision.FP16 else "as stored in the model",
             intra_op_threads=options.intra_op_threads if options.intra_op_threads is not None else _default_threads(),
             inter_op_threads=options.inter_op_threads,
             details={"providers": used, "requested_provider": provider},
         )
+        self._inputs = [_spec(a) for a in self._session.get_inputs()]
+        self._outputs = [_spec(a) for a in self._session.get_outputs()]
         if provider != used[0]:
             raise BackendUnavailableError(
                 f"onnxruntime {provider}", f"the session fell back to {used[0]}", INSTALL_HINT
@@ -121,23 +168,16 @@ class OnnxRuntimeRunner:
         return self._session
 
     def inputs(self) -> list[TensorSpec]:
-        return [_spec(a) for a in self._session.get_inputs()]
+        return list(self._inputs)
 
     def outputs(self) -> list[TensorSpec]:
-        return [_spec(a) for a in self._session.get_outputs()]
+        return list(self._outputs)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        expected = {spec.name: spec for spec in self.inputs()}
-        missing = set(expected) - set(feeds)
-        unknown = set(feeds) - set(expected)
-        if missing or unknown:
-            raise UserError(
-                f"inputs do not match the model: missing {sorted(missing) or 'none'}, "
-                f"unknown {sorted(unknown) or 'none'}; the model takes {sorted(expected)}"
-            )
-        names = list(output_names) if output_names else [o.name for o in self._session.get_outputs()]
+        check_feeds(feeds, self._inputs)
+        names = list(output_names) if output_names else [o.name for o in self._outputs]
         try:
             values = self._session.run(names, {k: np.asarray(v) for k, v in feeds.items()})
         except Exception as exc:

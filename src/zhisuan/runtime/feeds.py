@@ -17,13 +17,23 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.runtime.base import TensorSpec
 
-__all__ = ["DEFAULT_DYNAMIC_DIM", "INT_HIGH", "UNKNOWN_DTYPE", "check_feeds", "load_feeds", "random_feeds"]
+__all__ = [
+    "DEFAULT_DYNAMIC_DIM",
+    "INT_HIGH",
+    "UNKNOWN_DTYPE",
+    "check_feeds",
+    "load_feeds",
+    "onnx_specs",
+    "random_feeds",
+    "resolve_shape",
+]
 
 #: Size given to a dynamic axis that is not the first one and is not named in ``dim_values``.
 #: 16 is long enough for a sequence axis to exercise real work and small enough to stay fast.
@@ -36,6 +46,28 @@ INT_HIGH = 100
 #: The dtype of a :class:`TensorSpec` whose type is not known (e.g. a plain ``torch.nn.Module``).
 #: Such a spec carries no shape either: :func:`check_feeds` checks only its name.
 UNKNOWN_DTYPE = "unknown"
+
+
+def onnx_specs(proto: Any) -> dict[str, TensorSpec]:
+    """Graph inputs (initializers excluded) and outputs of an ``onnx.ModelProto``, by name, in order.
+
+    Backends that rename or drop dim names (OpenVINO) or read no signature (TensorRT) use this
+    so that every backend shows the same signature as ONNX Runtime.
+    """
+    from onnx import helper
+
+    initializers = {init.name for init in proto.graph.initializer}
+    specs = {}
+    for value in (*proto.graph.input, *proto.graph.output):
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else UNKNOWN_DTYPE
+        dims: list[int | str | None] = []
+        for dim in tensor_type.shape.dim:
+            dims.append(int(dim.dim_value) if dim.HasField("dim_value") else (dim.dim_param or None))
+        specs[value.name] = TensorSpec(value.name, dtype, tuple(dims))
+    return specs
 
 
 def _is_fixed(dim: int | str | None) -> bool:
@@ -183,10 +215,14 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     except UserError:
         raise
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        if "Object arrays" in str(exc):
             raise UserError(
                 f"{path} holds an object array, which could run code when unpickled; "
                 "zhisuan never unpickles input files: save plain numeric arrays"
+            ) from None
+        if "pickled" in str(exc):  # numpy reads a file that is neither .npz nor .npy as a pickle
+            raise UserError(
+                f"cannot read inputs from {path}: it is not an .npz archive (zhisuan never unpickles input files)"
             ) from None
         raise UserError(f"cannot read inputs from {path}: {exc}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:

@@ -1,0 +1,1 @@
+"""Offline evaluation data made here (rendered, seeded), never downloaded."""
