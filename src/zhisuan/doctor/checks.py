@@ -263,7 +263,7 @@ def check_nvml() -> tuple[str | None, str]:
 def check_devices() -> tuple[str | None, str]:
     from zhisuan.device import list_devices
 
-    devices = list_devices(with_backends=False)
+    devices = list_devices(backends=False).devices
     if not any(d.kind == "cpu" for d in devices):
         raise AssertionError("no CPU was discovered")
     return None, "; ".join(f"{d.kind}:{d.index} {d.name}" for d in devices)
