@@ -153,6 +153,7 @@ class OnnxRuntimeRunner:
         )
         self._inputs = [_spec(a) for a in self._session.get_inputs()]
         self._outputs = [_spec(a) for a in self._session.get_outputs()]
+        self._output_names = [spec.name for spec in self._outputs]
         if provider != used[0]:
             raise BackendUnavailableError(
                 f"onnxruntime {provider}", f"the session fell back to {used[0]}", INSTALL_HINT
@@ -177,9 +178,9 @@ class OnnxRuntimeRunner:
         self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         check_feeds(feeds, self._inputs)
-        names = list(output_names) if output_names else [o.name for o in self._outputs]
+        names = list(output_names) if output_names else self._output_names
         try:
-            values = self._session.run(names, {k: np.asarray(v) for k, v in feeds.items()})
+            values = self._session.run(names, feeds if isinstance(feeds, dict) else dict(feeds))
         except Exception as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"onnxruntime failed to run the model: {message}") from None

@@ -81,10 +81,11 @@ class VadClip:
 
 # --- eSpeak NG, one fresh process per utterance -------------------------------------------
 
-# libespeak-ng keeps synthesis state between utterances (pitch flutter, noise generator), so the
-# same text renders differently the second time in a process. A fresh process renders it the
-# same way every time, so each utterance is rendered in its own short-lived interpreter (it
-# needs only ctypes), which also keeps the library's global state out of this process.
+# libespeak-ng seeds its noise generator from the clock and keeps synthesis state between
+# utterances (pitch flutter, noise), so the same text renders differently the second time in a
+# process. A fresh process with a fixed seed renders it the same way every time, so each
+# utterance is rendered in its own short-lived interpreter (it needs only ctypes), which also
+# keeps the library's global state out of this process.
 _WORKER = r"""
 import ctypes, sys
 lib_path, data_path, voice, rate, pitch, text = sys.argv[1:7]
@@ -95,6 +96,8 @@ lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
 lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                              ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
 rate_hz = lib.espeak_Initialize(2, 0, data_path.encode(), 0)  # AUDIO_OUTPUT_SYNCHRONOUS
+if hasattr(lib, "espeak_ng_SetRandSeed"):
+    lib.espeak_ng_SetRandSeed(1)  # the noise sources are seeded from the clock otherwise
 chunks = []
 @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 def collect(wav, count, events):
