@@ -205,6 +205,6 @@ def test_evaluate_end_to_end() -> None:
 
     result = zoo.evaluate("silero-vad", samples=30, seed=0)
     assert result.metric == "f1" and result.samples == 30
-    assert result.value > 0.93  # measured 0.966 on these 30 clips
+    assert result.value > 0.93  # measured 0.967 on these 30 clips (0.966 on the default 60)
     assert result.secondary["roc_auc"] > 0.98  # measured 0.994
     assert 0.3 < result.secondary["speech_frame_fraction"] < 0.7

@@ -1,8 +1,8 @@
 """OpenVINO backend: an ONNX file or OpenVINO IR (``.xml`` + ``.bin``) on CPU, GPU, NPU, AUTO...
 
 Precision is always set explicitly: on CPUs with avx512_bf16 or AMX, OpenVINO runs an f32 model
-in bf16 unless ``INFERENCE_PRECISION_HINT`` says otherwise, which moved errors from 4e-8 to 6e-4
-in our measurements. What the compiled model reports (precision, threads, streams, optimal
+in bf16 unless ``INFERENCE_PRECISION_HINT`` says otherwise (on a 256-wide MatMul the error against
+float64 rose from 3e-5 to 1.4e-1 here; see ``benchmarks/openvino_precision_hint.py``). What the compiled model reports (precision, threads, streams, optimal
 number of requests) is read back into :class:`~zhisuan.runtime.base.RuntimeInfo`.
 
 >>> from zhisuan.runtime import load_runtime
