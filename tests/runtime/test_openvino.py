@@ -134,3 +134,19 @@ def test_missing_openvino_is_backend_unavailable_with_install_hint(mlp, monkeypa
         load_runtime(mlp.path, "openvino")
     assert info.value.install_hint == "pip install openvino"
     assert "install with: pip install openvino" in str(info.value)
+
+
+def test_scalar_input_keeps_rank_zero() -> None:
+    """A 0-d input (silero's ``sr``) must reach OpenVINO as a scalar, not as shape [1]."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["sr"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "f"], ["y"])],
+        "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    with load_runtime(model, "openvino") as rt:
+        y = rt.run({"x": np.ones(2, np.float32), "sr": np.array(16000, np.int64)})["y"]
+    np.testing.assert_array_equal(y, [16000.0, 16000.0])

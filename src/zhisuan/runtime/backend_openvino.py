@@ -185,7 +185,8 @@ class OpenVinoRunner:
         unknown = [n for n in names if n not in self._output_ports]
         if unknown:
             raise UserError(f"unknown outputs {unknown}; the model gives {list(self._output_ports)}")
-        by_index = {i: np.ascontiguousarray(feeds[spec.name]) for i, spec in enumerate(self._inputs)}
+        # np.asarray(order="C"), not ascontiguousarray: that turns a 0-d scalar input into shape [1]
+        by_index = {i: np.asarray(feeds[spec.name], order="C") for i, spec in enumerate(self._inputs)}
         try:
             # share_outputs=False copies results out of the request, so they survive the next run.
             results = self._request.infer(by_index, share_inputs=False, share_outputs=False)
