@@ -20,6 +20,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> 
 
     Example:  zhisuan zoo list --json
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from zhisuan import zoo
@@ -34,7 +35,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> 
     for e in entries:
         src = e.source()
         source = f"{src['package']} {src['version'] or '(not installed)'}" if src["package"] else "built in (random weights)"
-        table.add_row(e.name, e.task, source, e.license, e.metric)
+        table.add_row(*(escape(v) for v in (e.name, e.task, source, e.license, e.metric)))
     console.print(table)
 
 
@@ -48,6 +49,8 @@ def show_cmd(
 
     Example:  zhisuan zoo show ppocr-rec --json
     """
+    from rich.markup import escape
+
     from zhisuan import zoo
 
     entry = zoo.get(name)
@@ -58,17 +61,18 @@ def show_cmd(
     if json_out:
         print_json(data)
         return
-    console.print(f"[bold]{entry.name}[/] — {entry.summary}")
+    console.print(f"[bold]{escape(entry.name)}[/] — {escape(entry.summary)}")
     for key in ("task", "kind", "license", "architecture_source", "preprocess", "postprocess", "metric_description", "eval_set"):
         if data.get(key):
-            console.print(f"  [cyan]{key}[/]: {data[key]}")
+            console.print(f"  [cyan]{key}[/]: {escape(str(data[key]))}")
     src = data["source"]
-    console.print(f"  [cyan]source[/]: {src.get('package') or 'built in'} {src.get('version') or ''} {src.get('weights') or ''}")
+    where = f"{src.get('package') or 'built in'} {src.get('version') or ''} {src.get('weights') or ''}"
+    console.print(f"  [cyan]source[/]: {escape(where)}")
     if src.get("weights_sha256"):
         console.print(f"  [cyan]weights sha256[/]: {src['weights_sha256']}")
     for side in ("inputs", "outputs"):
         for spec in data.get("signature", {}).get(side, []):
-            console.print(f"  [cyan]{side[:-1]}[/] {spec['name']}: {spec['dtype']} {spec['shape']}")
+            console.print(f"  [cyan]{side[:-1]}[/] {escape(spec['name'])}: {spec['dtype']} {escape(str(spec['shape']))}")
 
 
 @app.command("export")
