@@ -15,6 +15,7 @@ from zhisuan.runtime.base import (
     ONNX_TO_NUMPY,
     BackendStatus,
     Precision,
+    RunnerBase,
     RuntimeInfo,
     RuntimeOptions,
     TensorSpec,
@@ -98,7 +99,7 @@ def _device_kind(device: str) -> tuple[str, int]:
         raise UserError(f"bad device {device!r}; expected e.g. 'cpu', 'cuda', 'cuda:1'") from None
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(RunnerBase):
     """A model loaded in an ``onnxruntime.InferenceSession``."""
 
     name = "onnxruntime"
@@ -160,19 +161,9 @@ class OnnxRuntimeRunner:
             )
 
     @property
-    def info(self) -> RuntimeInfo:
-        return self._info
-
-    @property
     def session(self) -> Any:
         """The underlying ``onnxruntime.InferenceSession`` (for profiling and advanced use)."""
         return self._session
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
@@ -188,12 +179,6 @@ class OnnxRuntimeRunner:
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
-
-    def __enter__(self) -> OnnxRuntimeRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _default_threads() -> int | None:

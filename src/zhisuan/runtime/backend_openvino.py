@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.runtime.base import BackendStatus, Precision, RuntimeInfo, RuntimeOptions, TensorSpec
+from zhisuan.runtime.base import BackendStatus, Precision, RunnerBase, RuntimeInfo, RuntimeOptions, TensorSpec
 from zhisuan.runtime.feeds import check_feeds, onnx_specs
 
 INSTALL_HINT = "pip install openvino"
@@ -71,7 +71,7 @@ def _type_name(value: Any) -> str:
     return str(getattr(value, "name", value))
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(RunnerBase):
     """A model compiled by ``openvino.Core`` with one synchronous ``InferRequest``."""
 
     name = "openvino"
@@ -163,19 +163,9 @@ class OpenVinoRunner:
             return None
 
     @property
-    def info(self) -> RuntimeInfo:
-        return self._info
-
-    @property
     def compiled_model(self) -> Any:
         """The underlying ``openvino.CompiledModel`` (for async requests and profiling)."""
         return self._compiled
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
@@ -197,12 +187,6 @@ class OpenVinoRunner:
     def close(self) -> None:
         self._request = None
         self._compiled = None
-
-    def __enter__(self) -> OpenVinoRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _read_model(core: Any, model: str | Path | bytes) -> tuple[Any, dict[str, TensorSpec]]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.runtime.base import BackendStatus, Precision, RuntimeInfo, RuntimeOptions, TensorSpec
+from zhisuan.runtime.base import BackendStatus, Precision, RunnerBase, RuntimeInfo, RuntimeOptions, TensorSpec
 from zhisuan.runtime.feeds import check_feeds, onnx_specs
 
 INSTALL_HINT = "pip install tensorrt (needs an NVIDIA GPU)"
@@ -107,7 +107,7 @@ def engine_key(onnx_bytes: bytes, *, trt_version: str, gpu: str, precision: Prec
     return digest.hexdigest()
 
 
-class TensorRtRunner:
+class TensorRtRunner(RunnerBase):
     """A TensorRT engine with one execution context, fed and read through torch CUDA tensors."""
 
     name = "tensorrt"
@@ -214,16 +214,6 @@ class TensorRtRunner:
             raise UserError("tensorrt could not build an engine for this model; see the TensorRT log above")
         return bytes(serialized)
 
-    @property
-    def info(self) -> RuntimeInfo:
-        return self._info
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
     def run(
         self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
@@ -259,12 +249,6 @@ class TensorRtRunner:
     def close(self) -> None:
         self._context = None
         self._engine_obj = None
-
-    def __enter__(self) -> TensorRtRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _precision_label(precision: Precision) -> str:

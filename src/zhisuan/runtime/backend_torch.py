@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.runtime.base import BackendStatus, Precision, RuntimeInfo, RuntimeOptions, TensorSpec, TorchModel
+from zhisuan.runtime.base import (
+    BackendStatus,
+    Precision,
+    RunnerBase,
+    RuntimeInfo,
+    RuntimeOptions,
+    TensorSpec,
+    TorchModel,
+)
 from zhisuan.runtime.feeds import UNKNOWN_DTYPE, check_feeds
 
 INSTALL_HINT = "pip install torch"
@@ -79,7 +87,7 @@ def _torch_device(device: str) -> Any:
     return torch.device("cuda", number)
 
 
-class TorchRunner:
+class TorchRunner(RunnerBase):
     """A ``torch.nn.Module`` in eval mode, run under ``torch.inference_mode()``."""
 
     name = "torch"
@@ -143,19 +151,9 @@ class TorchRunner:
             torch.set_num_threads(before)
 
     @property
-    def info(self) -> RuntimeInfo:
-        return self._info
-
-    @property
     def module(self) -> Any:
         """The module that runs (a cast copy when precision or device differ from fp32/cpu)."""
         return self._module
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
@@ -215,12 +213,6 @@ class TorchRunner:
 
     def close(self) -> None:
         self._module = None
-
-    def __enter__(self) -> TorchRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _set_interop_threads(requested: int | None) -> int:

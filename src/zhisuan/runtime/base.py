@@ -153,3 +153,35 @@ class TorchModel:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     input_specs: tuple[TensorSpec, ...] = ()
+
+
+class RunnerBase:
+    """Plumbing every backend's runner shares: the signature accessors and the context manager.
+
+    A subclass sets ``_info``, ``_inputs`` and ``_outputs`` when it loads, and implements
+    ``run`` and ``close``.
+    """
+
+    name: str
+    _info: RuntimeInfo
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+
+    @property
+    def info(self) -> RuntimeInfo:
+        return self._info
+
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> RunnerBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -29,6 +29,7 @@ import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
 from zhisuan.zoo.base import BuildOptions, EvalOptions, EvalResult, Progress, WeightsFile, ZooEntry
+from zhisuan.zoo.torch_weights import load_state_strict
 
 if TYPE_CHECKING:
     import torch
@@ -96,20 +97,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "weights") -> None:
     """Strict load: every parameter and buffer present with its shape, no unknown key."""
-    wanted = module.state_dict()
-    missing = sorted(set(wanted) - set(state))
-    unexpected = sorted(set(state) - set(wanted))
-    wrong = sorted(k for k in set(wanted) & set(state) if tuple(state[k].shape) != tuple(wanted[k].shape))
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}")
-    if wrong:
-        problems.append(f"shape mismatch for: {', '.join(wrong[:5])}")
-    if problems:
-        raise UserError(f"{source} do not fit {ARCH}: " + "; ".join(problems))
-    module.load_state_dict(dict(state), strict=True)
+    load_state_strict(module, state, what=ARCH, source=source)
 
 
 def load_module(progress: Progress | None = None) -> torch.nn.Module:

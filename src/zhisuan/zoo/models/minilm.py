@@ -26,6 +26,7 @@ import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.zoo.base import BuildOptions, EvalOptions, EvalResult, Progress, WeightsFile, ZooEntry
+from zhisuan.zoo.torch_weights import load_state_strict
 
 if TYPE_CHECKING:
     import torch
@@ -249,20 +250,7 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, 
 
     Only the keys in :data:`UNUSED_KEYS` may be left over. Raises :class:`UserError` otherwise.
     """
-    wanted = module.state_dict()
-    missing = sorted(set(wanted) - set(state))
-    unexpected = sorted(set(state) - set(wanted) - UNUSED_KEYS)
-    wrong = sorted(k for k in set(wanted) & set(state) if tuple(state[k].shape) != tuple(wanted[k].shape))
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}")
-    if wrong:
-        problems.append(f"shape mismatch for: {', '.join(wrong[:5])}")
-    if problems:
-        raise UserError(f"{source} do not fit the {NAME} encoder: " + "; ".join(problems))
-    module.load_state_dict({k: state[k] for k in wanted}, strict=True)
+    load_state_strict(module, state, what=f"the {NAME} encoder", source=source, ignore=UNUSED_KEYS)
 
 
 def load_module(progress: Progress | None = None) -> torch.nn.Module:
