@@ -6,16 +6,15 @@ that needs them, so ``zhisuan --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import sys
 
 import typer
 
 from zhisuan import __version__
-from zhisuan.cli import device as device_cli
-from zhisuan.cli import doctor as doctor_cli
-from zhisuan.cli import runtime as runtime_cli
-from zhisuan.cli import zoo as zoo_cli
+from zhisuan import cli as _cli_pkg
 from zhisuan.errors import UserError
 
 app = typer.Typer(
@@ -46,10 +45,11 @@ def _root(
     """智算 zhisuan — deploy AI models onto accelerators and evaluate those accelerators."""
 
 
-app.add_typer(device_cli.app, name="device")
-app.add_typer(runtime_cli.app, name="runtime")
-app.add_typer(zoo_cli.app, name="zoo")
-app.command("doctor")(doctor_cli.doctor)
+# Each command module in zhisuan/cli defines ``register(app)``; modules starting with "_" are helpers.
+_ORDER = ["doctor", "device", "runtime", "zoo", "convert", "optimize", "quantize", "compare", "profile"]
+_modules = [m.name for m in pkgutil.iter_modules(_cli_pkg.__path__) if not m.name.startswith("_") and m.name != "app"]
+for _name in sorted(_modules, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n)):
+    importlib.import_module(f"{_cli_pkg.__name__}.{_name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -266,3 +266,7 @@ def _dedupe(lines: list[str]) -> list[str]:
 def _json_line(obj: Any) -> None:
     sys.stdout.write(json.dumps(to_jsonable(obj), ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def register(parent: typer.Typer) -> None:
+    parent.add_typer(app, name="device")

@@ -43,3 +43,7 @@ def doctor(
         console.print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped — {verdict}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def register(parent: typer.Typer) -> None:
+    parent.command("doctor")(doctor)

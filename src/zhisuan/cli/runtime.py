@@ -36,3 +36,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> 
             "" if s.available else escape(f"{s.reason}; install: {s.install_hint}"),
         )
     console.print(table)
+
+
+def register(parent: typer.Typer) -> None:
+    parent.add_typer(app, name="runtime")

@@ -131,3 +131,7 @@ def eval_cmd(
         + (f" ({extra})" if extra else "")
         + f" — {result.runtime.get('runtime')} {result.runtime.get('provider')}, {result.duration_s:.1f} s"
     )
+
+
+def register(parent: typer.Typer) -> None:
+    parent.add_typer(app, name="zoo")
