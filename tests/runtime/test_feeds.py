@@ -143,3 +143,17 @@ def test_load_feeds_missing_paths_and_empty_dirs(tmp_path) -> None:
     np.save(tmp_path / "plain.npy", np.zeros(3))
     with pytest.raises(UserError, match=r"not an \.npz of named inputs"):
         load_feeds(tmp_path / "plain.npy")
+
+
+def test_random_feeds_give_transformer_inputs_valid_values() -> None:
+    specs = [
+        TensorSpec("input_ids", "int64", ("batch", "seq")),
+        TensorSpec("attention_mask", "int64", ("batch", "seq")),
+        TensorSpec("token_type_ids", "int64", ("batch", "seq")),
+        TensorSpec("position_ids", "int64", ("batch", "seq")),
+    ]
+    feeds = random_feeds(specs, batch=2, dim_values={"seq": 5})
+    assert feeds["attention_mask"].shape == (2, 5) and (feeds["attention_mask"] == 1).all()
+    assert (feeds["token_type_ids"] == 0).all()
+    assert feeds["position_ids"].tolist() == [[0, 1, 2, 3, 4]] * 2
+    assert feeds["input_ids"].max() > 1  # ids stay random

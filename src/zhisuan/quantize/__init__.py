@@ -1,0 +1,22 @@
+"""Post-training quantization: INT8 static (QDQ) and dynamic, FP16; per-layer sensitivity; and an
+accuracy-budgeted search for the fewest layers kept in float (DEP-3).
+
+>>> from zhisuan.quantize import QuantizeConfig
+>>> QuantizeConfig(mode="int8", method="percentile").method.value
+'percentile'
+"""
+
+from zhisuan.quantize.api import QuantizeResult, SensitivityResult, quantize_model, sensitivity_analysis
+from zhisuan.quantize.config import Method, Mode, QuantizeConfig
+from zhisuan.quantize.search import LayerSensitivity
+
+__all__ = [
+    "LayerSensitivity",
+    "Method",
+    "Mode",
+    "QuantizeConfig",
+    "QuantizeResult",
+    "SensitivityResult",
+    "quantize_model",
+    "sensitivity_analysis",
+]

@@ -103,6 +103,9 @@ def random_feeds(
     """Random inputs that match ``specs``, reproducible from ``seed``.
 
     Floats are standard normal, integers uniform in ``[0, INT_HIGH)``, bools fair coins.
+    Inputs whose names follow transformer conventions get valid values instead of noise:
+    ``*mask*`` is all ones (attend everywhere), ``token_type_ids``/``segment_ids`` all zeros and
+    ``position_ids`` counts 0, 1, 2, ... along the last axis.
     Dynamic axes follow :func:`resolve_shape`; a named axis gets one size everywhere it appears,
     so e.g. ``input_ids`` and ``attention_mask`` sharing ``"seq"`` always agree.
     """
@@ -133,6 +136,14 @@ def _random_array(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Gener
             f"cannot generate input {spec.name!r}: its dtype {spec.dtype!r} is not a numpy dtype; "
             "give the inputs in an .npz file instead"
         ) from None
+    name = spec.name.lower()
+    numeric = dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    if numeric and "mask" in name:
+        return np.ones(shape, dtype=dtype)
+    if numeric and ("token_type" in name or "segment_id" in name):
+        return np.zeros(shape, dtype=dtype)
+    if numeric and "position_id" in name and len(shape) >= 1 and dtype != np.bool_:
+        return np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
     if dtype == np.bool_:
         return rng.random(shape) < 0.5
     if np.issubdtype(dtype, np.integer):

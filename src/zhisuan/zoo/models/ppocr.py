@@ -139,7 +139,7 @@ def _resize_chw(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1)
 
 
-def _line_tensor(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def line_tensor(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """rapidocr's ``resize_norm_img``: keep the aspect ratio at ``height``, scale to -1..1, pad right with 0."""
     h, w = image.shape[:2]
     resized_w = min(width, math.ceil(height * w / h))
@@ -218,7 +218,7 @@ def recognize(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress |
         idx = order[start : start + REC_BATCH]
         max_ratio = max(REC_MIN_WIDTH / REC_HEIGHT, float(ratios[idx].max()))
         width = int(REC_HEIGHT * max_ratio)
-        batch = np.stack([_line_tensor(images[i], REC_HEIGHT, width) for i in idx])
+        batch = np.stack([line_tensor(images[i], REC_HEIGHT, width) for i in idx])
         probs = _run(rt, spec, output, batch)
         if probs.shape[-1] != len(charset):
             raise UserError(
@@ -398,7 +398,7 @@ def classify(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress | 
     labels: list[str] = []
     for start in range(0, len(images), CLS_BATCH):
         batch = np.stack(
-            [_line_tensor(img, CLS_HEIGHT, CLS_WIDTH) for img in images[start : start + CLS_BATCH]]
+            [line_tensor(img, CLS_HEIGHT, CLS_WIDTH) for img in images[start : start + CLS_BATCH]]
         )
         probs = _run(rt, spec, output, batch)
         if probs.ndim != 2 or probs.shape[1] != len(CLS_LABELS):

@@ -1,0 +1,111 @@
+"""``zhisuan quantize``: INT8 (static QDQ or dynamic), FP16; sensitivity; accuracy-budgeted mixed precision."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
+
+if TYPE_CHECKING:
+    from zhisuan.quantize import QuantizeResult
+
+
+def quantize_cmd(
+    model: str = typer.Argument(..., help="ONNX file or zoo model name (e.g. ppocr-rec)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Where to write the quantized model."),
+    mode: str = typer.Option("int8", "--mode", help="int8 (static, QDQ), int8-dynamic, fp16 or bf16."),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration data: a .npz file or a directory of them, keyed by input names."),
+    random: int | None = typer.Option(None, "--random", help="Calibrate on N seeded random batches (a poor proxy)."),
+    method: str = typer.Option("minmax", "--method", help="Calibration: minmax, percentile or entropy."),
+    per_channel: bool | None = typer.Option(None, "--per-channel/--per-tensor", help="Per-channel weights (default: per-channel for int8 static)."),
+    metric: str = typer.Option("cosine", "--metric", help="cosine, top1 or zoo:NAME (the zoo task metric)."),
+    max_drop: float | None = typer.Option(None, "--max-drop", help="Tolerated metric drop in percent of the float value; searches layers to keep in float."),
+    time_budget: float = typer.Option(600.0, "--time-budget", help="Seconds for sensitivity analysis and search; the best model so far is always written."),
+    sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure and report per-layer sensitivity."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Node name to keep in float (repeatable)."),
+    threads: int = typer.Option(2, "--threads", help="Intra-op threads for scoring and timing."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Quantize a model and score it against the float model.
+
+    Example:  zhisuan quantize ppocr-rec -o rec-int8.onnx --metric zoo:ppocr-rec --max-drop 1
+    """
+    from zhisuan.quantize import QuantizeConfig, quantize_model
+
+    config = QuantizeConfig(
+        mode=mode, method=method, per_channel=per_channel, metric=metric, max_drop_pct=max_drop,
+        time_budget_s=time_budget, sensitivity=sensitivity, nodes_to_exclude=tuple(exclude),
+        intra_op_threads=threads,
+    )
+    with _progress(enabled=not json_out) as progress:
+        result = quantize_model(model, out, config=config, data=calib, random=random, progress=progress)
+    if json_out:
+        print_json(result)
+    else:
+        _print(result)
+    if result.interrupted:
+        sys.exit(130)
+
+
+class _progress:
+    """A rich progress bar on stderr fed by the core's ``progress(description, completed, total)``."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled and err_console.is_terminal
+
+    def __enter__(self) -> Callable[[str, int, int | None], None] | None:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                             TimeElapsedColumn(), console=err_console, transient=True)
+        self._bar.__enter__()
+        self._task = self._bar.add_task("quantize", total=None)
+
+        def update(description: str, completed: int, total: int | None) -> None:
+            self._bar.update(self._task, description=description, completed=completed, total=total)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)
+
+
+def _print(result: QuantizeResult) -> None:
+    from rich.markup import escape
+
+    console.print(
+        f"[bold]{escape(result.output_path)}[/] ({result.mode}): {escape(result.metric)} "
+        f"{result.quantized_value:.4f} vs float {result.float_value:.4f} — drop {result.drop_pct:.2f} %"
+        + (f" (budget {result.max_drop_pct:g} %: {'met' if result.meets_budget else 'NOT met'})" if result.max_drop_pct is not None else "")
+    )
+    if result.latency:
+        lat = result.latency
+        console.print(f"  latency {lat['quantized']['median_ms']:.2f} ms vs float {lat['float']['median_ms']:.2f} ms "
+                      f"(x{lat['speedup']:.2f}, batch {lat['batch']}, {lat['threads']} threads)")
+    prep = result.preprocessing
+    if prep["opset_before"] != prep["opset_after"]:
+        console.print(f"  opset {prep['opset_before']} -> {prep['opset_after']} before quantizing")
+    for layer in result.float_layers:
+        gain = layer.get("sensitivity_gain_pct")
+        console.print(f"  float: {escape(layer['node'])} ({layer['op_type']}"
+                      + (f", sensitivity {gain:.3f} %" if gain is not None else "") + f") — {escape(layer['reason'])}")
+    if result.search:
+        console.print(f"  search: {result.search['candidates']} candidates, stopped: {result.search['stopped']}")
+    if result.sensitivity:
+        for row in result.sensitivity[:10]:
+            if row["gain_pct"] is not None:
+                console.print(f"  sensitivity #{row['rank']}: {escape(row['node'])} ({row['op_type']}) gain {row['gain_pct']:.3f} %")
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def register(parent: typer.Typer) -> None:
+    parent.command("quantize")(quantize_cmd)

@@ -1,0 +1,98 @@
+"""Writers of each deployable form, from a checked ONNX file into a staging directory.
+
+Each writer takes an ONNX file and writes its target's file(s) into ``stage`` (a temporary
+directory on the output's file system), returning their paths; :func:`zhisuan.convert.convert`
+checks them numerically and only then renames them into place, so a failed conversion never
+leaves a half-written or unchecked file at the output path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from zhisuan.errors import BackendUnavailableError, UserError
+
+__all__ = ["ORT_LEVELS", "OrtLevel", "require_tensorrt", "write_openvino", "write_ort", "write_tensorrt"]
+
+OrtLevel = Literal["basic", "extended"]
+ORT_LEVELS: tuple[OrtLevel, ...] = ("basic", "extended")
+TENSORRT_HINT = "pip install tensorrt (needs an NVIDIA GPU)"
+
+
+def write_ort(onnx_path: Path, stage: Path, name: str, *, level: OrtLevel = "extended") -> Path:
+    """ONNX Runtime's offline-optimized model (``.onnx``) or ORT format (``.ort``) for CPU.
+
+    ``extended`` (the default) adds ORT's fusions (GELU, LayerNorm, attention, MatMul+Add...) as
+    ``com.microsoft`` contrib operators: the file runs on ONNX Runtime only, on any machine.
+    ``basic`` keeps standard ONNX operators (constant folding, redundant-node removal), so any
+    runtime can load it. ``all`` is not offered: it writes CPU-specific layouts (NCHWc) that tie
+    the file to the machine it was made on.
+    """
+    import onnxruntime as ort
+
+    if level not in ORT_LEVELS:
+        raise UserError(f"unknown ORT optimization level {level!r}; choose {', '.join(ORT_LEVELS)}")
+    target = stage / name
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }[level]
+    options.optimized_model_filepath = str(target)
+    if target.suffix == ".ort":
+        # What onnxruntime.tools.convert_onnx_models_to_ort does for one model, without a subprocess.
+        options.add_session_config_entry("session.save_model_format", "ORT")
+    try:
+        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"onnxruntime could not optimize the model: {first}") from None
+    if not target.is_file():
+        raise UserError(f"onnxruntime wrote no optimized model to {target}")
+    return target
+
+
+def write_openvino(onnx_path: Path, stage: Path, name: str) -> tuple[Path, Path]:
+    """OpenVINO IR (``name.xml`` + ``name.bin``) with float32 weights kept as float32.
+
+    ``openvino.save_model`` compresses weights to f16 by default (an IR saved that way was off by
+    4e-4 here), so ``compress_to_fp16=False`` is passed explicitly.
+    """
+    if importlib.util.find_spec("openvino") is None:
+        raise BackendUnavailableError("openvino", "openvino is not installed", "pip install openvino")
+    import openvino as ov
+
+    xml = stage / name
+    try:
+        model = ov.convert_model(str(onnx_path))
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+    except Exception as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from")]
+        raise UserError(f"openvino could not convert the model: {(lines or [type(exc).__name__])[-1]}") from None
+    return xml, xml.with_suffix(".bin")
+
+
+def require_tensorrt() -> None:
+    """Raise :class:`BackendUnavailableError` unless the ``tensorrt`` package can be imported."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailableError("tensorrt", "the tensorrt Python package is not installed", TENSORRT_HINT)
+
+
+def write_tensorrt(onnx_path: Path, stage: Path, name: str, *, max_batch: int = 16) -> Path:
+    """A TensorRT engine built by the tensorrt runtime backend (cached, sha256-verified), copied out."""
+    require_tensorrt()
+    from zhisuan._io import cache_dir
+    from zhisuan.runtime import load_runtime
+
+    with load_runtime(onnx_path, "tensorrt", device="cuda", max_batch=max_batch) as rt:
+        key = rt.info.details.get("engine_key")
+    engine = cache_dir("tensorrt") / f"{key}.engine"
+    if not key or not engine.is_file():
+        raise UserError("the tensorrt backend built an engine but did not cache it; cannot copy it out")
+    target = stage / name
+    shutil.copyfile(engine, target)
+    return target

@@ -1,0 +1,322 @@
+"""The fixpoint driver: run a pipeline of passes until the graph stops changing, keep the name map,
+and verify the result against the original on ONNX Runtime."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from zhisuan.errors import UserError
+from zhisuan.graph.namemap import NameMap, read_name_map, write_name_map
+from zhisuan.optimize import _graph
+from zhisuan.optimize.registry import TARGETS, PassContext, PassInfo, PassOutcome, default_pipeline, get_pass
+
+MAX_ROUNDS = 8
+
+
+@dataclass
+class PassReport:
+    """What one pass did over every round of the fixpoint loop."""
+
+    name: str
+    changed: bool = False
+    iterations: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    details: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    nodes_removed: int = 0
+    duration_s: float = 0.0
+    skipped: str | None = None  # why the pass did not run (e.g. the target lacks its operators)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "changed": self.changed, "iterations": self.iterations,
+            "counts": dict(self.counts), "details": list(self.details), "notes": list(self.notes),
+            "nodes_removed": self.nodes_removed, "duration_s": round(self.duration_s, 4),
+            "skipped": self.skipped,
+        }
+
+    def _absorb(self, outcome: PassOutcome, nodes_removed: int, seconds: float) -> None:
+        self.iterations += 1
+        self.duration_s += seconds
+        self.nodes_removed += nodes_removed
+        if outcome.changed:
+            self.changed = True
+        for key, n in outcome.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+        self.details.extend(outcome.details[: max(0, 50 - len(self.details))])
+        self.notes.extend(n for n in outcome.notes if n not in self.notes)
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """The optimized model, what each pass did, the name map (source -> result) and the verification."""
+
+    model: Any
+    passes: list[PassReport]
+    name_map: NameMap
+    verification: dict[str, Any] | None
+    nodes_before: int
+    nodes_after: int
+    bytes_before: int
+    bytes_after: int
+    rounds: int
+    target: str
+    op_counts_before: dict[str, int]
+    op_counts_after: dict[str, int]
+    requires: list[str]  # non-standard operator domains the result needs, e.g. com.microsoft
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
+            "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+            "rounds": self.rounds, "duration_s": round(self.duration_s, 3),
+            "requires": list(self.requires),
+            "op_counts_before": dict(self.op_counts_before), "op_counts_after": dict(self.op_counts_after),
+            "passes": [p.to_dict() for p in self.passes],
+            "verification": self.verification,
+            "name_map_entries": len(self.name_map.mapping),
+        }
+
+
+def _op_counts(model: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _requires(model: Any) -> list[str]:
+    return sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+
+
+def _resolve_pipeline(passes: Sequence[str] | None, opset: int | None, target: str) -> tuple[list[PassInfo], list[PassReport]]:
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    names = list(default_pipeline(target) if passes is None else passes)
+    if not names and passes is not None:
+        raise UserError("no passes given")
+    if opset is not None and "upgrade-opset" not in names:
+        names.insert(0, "upgrade-opset")
+    infos, skipped = [], []
+    for name in dict.fromkeys(names):
+        info = get_pass(name)
+        if info.supports(target):
+            infos.append(info)
+        else:
+            reason = f"target {target} lacks its operators (needs one of: {', '.join(info.targets or ())})"
+            skipped.append(PassReport(name, skipped=reason))
+    return infos, skipped
+
+
+def run_passes(
+    model: Any, infos: Sequence[PassInfo], ctx: PassContext, *, max_rounds: int = MAX_ROUNDS
+) -> tuple[Any, dict[str, PassReport], NameMap, int]:
+    """Apply ``infos`` in order, repeatedly, until a whole round changes nothing. Mutates ``model``."""
+    reports = {info.name: PassReport(info.name) for info in infos}
+    name_map = NameMap.identity(_graph.tensor_names(model.graph))
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):
+        any_changed = False
+        for info in infos:
+            if info.once and rounds > 1:
+                continue
+            before = _graph.tensor_names(model.graph)
+            nodes = len(model.graph.node)
+            start = time.perf_counter()
+            outcome = info.fn(model, ctx)
+            seconds = time.perf_counter() - start
+            model = outcome.model
+            reports[info.name]._absorb(outcome, nodes - len(model.graph.node), seconds)
+            if outcome.changed:
+                any_changed = True
+                after = _graph.tensor_names(model.graph)
+                step = {}
+                for name in before:
+                    dst = _follow(outcome.renamed, name)
+                    if dst in after:
+                        step[name] = dst
+                name_map = name_map.then(NameMap(step))
+        if not any_changed:
+            break
+    return model, reports, name_map, rounds
+
+
+def _follow(renamed: dict[str, str], name: str) -> str:
+    seen = {name}
+    while name in renamed and renamed[name] not in seen:
+        name = renamed[name]
+        seen.add(name)
+    return name
+
+
+def optimize_model(
+    model: Any,
+    passes: Sequence[str] | None = None,
+    *,
+    opset: int | None = None,
+    verify: bool = True,
+    feeds: list[dict[str, np.ndarray]] | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    target: str = "onnxruntime",
+    max_rounds: int = MAX_ROUNDS,
+    source_sha256: str | None = None,
+) -> OptimizeResult:
+    """Optimize an ``onnx.ModelProto`` (left unchanged) and return the result, reports and name map.
+
+    ``passes`` None runs :func:`default_pipeline` for ``target``; ``opset`` adds ``upgrade-opset``.
+    With ``verify`` the original and the result run on ONNX Runtime with ``feeds`` (default: one
+    seeded random batch) and every output must satisfy ``|a - b| <= atol + rtol * |a|``,
+    otherwise a :class:`UserError` is raised.
+
+    Example:
+        >>> from zhisuan.optimize import optimize_model
+        >>> result = optimize_model(onnx.load("model.onnx"))  # doctest: +SKIP
+        >>> result.nodes_before, result.nodes_after  # doctest: +SKIP
+    """
+    import onnx
+
+    start = time.perf_counter()
+    infos, skipped = _resolve_pipeline(passes, opset, target)
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    ctx = PassContext(target=target, opset=opset)
+    inputs = [v.name for v in model.graph.input]
+    outputs = [v.name for v in model.graph.output]
+    work, reports, step_map, rounds = run_passes(work, infos, ctx, max_rounds=max_rounds)
+    if [v.name for v in work.graph.input] != inputs or [v.name for v in work.graph.output] != outputs:
+        raise UserError("a pass changed the graph's input or output names; this is a bug in that pass")
+
+    earlier = read_name_map(model)
+    name_map = earlier.then(step_map) if earlier is not None else NameMap(step_map.mapping, source_sha256)
+    write_name_map(work, name_map)
+
+    verification = None
+    if verify:
+        verification = verify_outputs(model, work, feeds=feeds, rtol=rtol, atol=atol)
+        if not verification["passed"]:
+            worst = verification["worst"]
+            culprit = _find_culprit(model, infos, ctx, verification, feeds, rtol, atol, max_rounds)
+            raise UserError(
+                f"optimized model differs from the original: output {worst['output']!r} max abs error "
+                f"{worst['max_abs_error']:.3g} (atol {atol:g}, rtol {rtol:g})"
+                + (f"; first bad pass: {culprit}" if culprit else "")
+            )
+    ordered = [reports[i.name] for i in infos] + skipped
+    return OptimizeResult(
+        model=work, passes=ordered, name_map=name_map, verification=verification,
+        nodes_before=len(model.graph.node), nodes_after=len(work.graph.node),
+        bytes_before=model.ByteSize(), bytes_after=work.ByteSize(), rounds=rounds, target=target,
+        op_counts_before=_op_counts(model), op_counts_after=_op_counts(work), requires=_requires(work),
+        duration_s=time.perf_counter() - start,
+    )
+
+
+def _find_culprit(
+    model: Any, infos: Sequence[PassInfo], ctx: PassContext, verification: dict[str, Any],
+    feeds: list[dict[str, np.ndarray]] | None, rtol: float, atol: float, max_rounds: int,
+) -> str | None:
+    """Re-run the pipeline one pass at a time, verifying after each, to name the first bad pass."""
+    import onnx
+
+    if model.ByteSize() > 200 * 2**20:  # too costly to replay on big models
+        return None
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    for rnd in range(1, max_rounds + 1):
+        changed = False
+        for info in infos:
+            if info.once and rnd > 1:
+                continue
+            outcome = info.fn(work, ctx)
+            work = outcome.model
+            if outcome.changed:
+                changed = True
+                if not verify_outputs(model, work, feeds=feeds, rtol=rtol, atol=atol)["passed"]:
+                    return info.name
+        if not changed:
+            break
+    return None
+
+
+def _session(model: Any) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Check the graph as written: ORT's own rewrites would mask a wrong pass.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"ONNX Runtime cannot load the model for verification: {first}") from None
+
+
+def plausible_feeds(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Random integer token-type ids / masks index out of range; give them their usual values."""
+    out = dict(feed)
+    for name, arr in feed.items():
+        if np.issubdtype(arr.dtype, np.integer):
+            low = name.lower()
+            if "token_type" in low or "segment" in low:
+                out[name] = np.zeros_like(arr)
+            elif "mask" in low:
+                out[name] = np.ones_like(arr)
+    return out
+
+
+def verify_outputs(
+    reference: Any, candidate: Any, *, feeds: list[dict[str, np.ndarray]] | None = None,
+    rtol: float = 1e-3, atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Run both models on ONNX Runtime with the same inputs and compare every graph output."""
+    from zhisuan.compare.metrics import agreement
+    from zhisuan.graph.sources import sample_inputs
+
+    if feeds is None:
+        feeds = [plausible_feeds(f) for f in sample_inputs(reference)]
+    ref_sess, cand_sess = _session(reference), _session(candidate)
+    names = [o.name for o in ref_sess.get_outputs()]
+    per_output: dict[str, dict[str, Any]] = {}
+    passed = True
+    worst: dict[str, Any] | None = None
+    for feed in feeds:
+        try:
+            ref_out = ref_sess.run(names, feed)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"the original model fails on the verification inputs ({first}); give real inputs (--data) "
+                "or skip verification (--no-verify)"
+            ) from None
+        cand_out = cand_sess.run(names, feed)
+        for name, a, b in zip(names, ref_out, cand_out, strict=True):
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape:
+                ok, stats = False, {"max_abs_error": float("inf"), "shape_ref": list(a.shape), "shape_cand": list(b.shape)}
+            else:
+                af, bf = a.astype(np.float64), b.astype(np.float64)
+                both_nan = np.isnan(af) & np.isnan(bf)
+                close = (np.abs(af - bf) <= atol + rtol * np.abs(af)) | both_nan
+                ok = bool(close.all())
+                stats = agreement(np.where(both_nan, 0, af), np.where(both_nan, 0, bf)).to_dict()
+            stats["within_tolerance"] = ok
+            prev = per_output.get(name)
+            if prev is None or stats["max_abs_error"] > prev["max_abs_error"]:
+                per_output[name] = stats
+            passed = passed and ok
+            if not ok and (worst is None or stats["max_abs_error"] > worst["max_abs_error"]):
+                worst = {"output": name, **stats}
+    if worst is None and per_output:
+        name = max(per_output, key=lambda n: per_output[n]["max_abs_error"])
+        worst = {"output": name, **per_output[name]}
+    return {"passed": passed, "rtol": rtol, "atol": atol, "batches": len(feeds), "outputs": per_output, "worst": worst}

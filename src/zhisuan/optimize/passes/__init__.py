@@ -1,0 +1,1 @@
+"""One graph pass per module; each registers itself with ``@register_pass``."""

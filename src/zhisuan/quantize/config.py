@@ -1,0 +1,115 @@
+"""What the user asks for: the precision mode, calibration, the metric and its budget.
+
+Choices are validated here, before any model is touched, so a bad combination is one clear
+:class:`~zhisuan.errors.UserError` (e.g. ``Distribution`` calibration, which ONNX Runtime
+accepts for INT8 without a word although it is meant for FP8: cosine 0.77 on a small CNN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from zhisuan.errors import UserError
+
+
+class Mode(StrEnum):
+    INT8 = "int8"  # static: calibrated activations, QDQ format
+    INT8_DYNAMIC = "int8-dynamic"  # weights int8, activations quantized at run time (MatMul/Gemm)
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class Method(StrEnum):
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+
+
+#: Calibration methods that exist in ONNX Runtime but are meant for other number formats.
+REFUSED_METHODS = {
+    "distribution": "Distribution calibration is meant for FP8 (float8e4m3fn) quantization; "
+    "ONNX Runtime accepts it for INT8 without a warning and the result is poor. "
+    "Use minmax, percentile or entropy",
+}
+
+#: Operators quantized in INT8 static mode by default. Quantizing only the compute-heavy ops keeps
+#: the QDQ graph fusable into QLinearConv/QLinearMatMul and leaves Softmax, LayerNormalization,
+#: Resize, Add/Mul in float, where int8 buys no speed on CPUs and costs accuracy.
+DEFAULT_STATIC_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+DEFAULT_DYNAMIC_OPS = ("MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Options of :func:`zhisuan.quantize.quantize_model`.
+
+    ``metric``: ``cosine`` (mean cosine of every output with the float model's), ``top1`` (argmax
+    agreement over the last axis, per position for sequences) or ``zoo:NAME`` (the zoo entry's task
+    metric). ``max_drop_pct``: tolerated drop of that metric, relative to the float model, in
+    percent; with it the budgeted search runs. ``per_channel`` None: the backend's choice.
+    """
+
+    mode: Mode = Mode.INT8
+    method: Method = Method.MINMAX
+    per_channel: bool | None = None
+    metric: str = "cosine"
+    max_drop_pct: float | None = None
+    time_budget_s: float = 600.0
+    sensitivity: bool = False
+    op_types: tuple[str, ...] | None = None
+    nodes_to_exclude: tuple[str, ...] = ()
+    percentile: float = 99.999
+    backend: str = "onnxruntime"
+    intra_op_threads: int = 2
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "mode", Mode(self.mode))
+        except ValueError:
+            raise UserError(f"unknown mode {self.mode!r}; choose one of: {', '.join(m.value for m in Mode)}") from None
+        method = str(self.method).lower()
+        if method in REFUSED_METHODS:
+            raise UserError(REFUSED_METHODS[method])
+        try:
+            object.__setattr__(self, "method", Method(method))
+        except ValueError:
+            raise UserError(
+                f"unknown calibration method {self.method!r}; choose one of: {', '.join(m.value for m in Method)}"
+            ) from None
+        if not (self.metric in ("cosine", "top1") or (self.metric.startswith("zoo:") and len(self.metric) > 4)):
+            raise UserError(f"unknown metric {self.metric!r}; use cosine, top1 or zoo:NAME")
+        if self.max_drop_pct is not None and not 0 <= self.max_drop_pct <= 100:
+            raise UserError(f"--max-drop must be a percentage in 0..100, got {self.max_drop_pct}")
+        if self.time_budget_s < 0:
+            raise UserError(f"--time-budget must be >= 0 seconds, got {self.time_budget_s}")
+        if self.backend != "onnxruntime":
+            raise UserError(f"quantization defaults exist for onnxruntime only, not {self.backend!r}")
+        if not 90.0 < self.percentile < 100.0:
+            raise UserError(f"percentile must be in (90, 100), got {self.percentile}")
+        if self.mode in (Mode.FP16, Mode.BF16) and (self.max_drop_pct is not None or self.sensitivity):
+            raise UserError(f"--max-drop and sensitivity analysis apply to int8 modes, not {self.mode.value}")
+
+    @property
+    def static(self) -> bool:
+        return self.mode is Mode.INT8
+
+    @property
+    def int8(self) -> bool:
+        return self.mode in (Mode.INT8, Mode.INT8_DYNAMIC)
+
+    def quantized_ops(self) -> tuple[str, ...]:
+        if self.op_types:
+            return tuple(self.op_types)
+        return DEFAULT_STATIC_OPS if self.static else DEFAULT_DYNAMIC_OPS
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mode"] = self.mode.value
+        data["method"] = self.method.value
+        data["op_types"] = list(self.quantized_ops())
+        data["nodes_to_exclude"] = list(self.nodes_to_exclude)
+        return data

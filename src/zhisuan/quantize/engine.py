@@ -1,0 +1,281 @@
+"""Build quantized models: preprocessing (through :mod:`zhisuan.optimize`), INT8 static (QDQ) and
+dynamic with ONNX Runtime's quantizer, FP16/BF16 conversion; and the quantized graph's name map.
+
+Name map convention (read by the layerwise compare tool): a float-graph tensor ``X`` maps to the
+quantized-graph tensor that carries **the value its consumers see**. In QDQ graphs that is the
+output of ``X``'s ``DequantizeLinear`` (``X`` after int8 rounding), not ``X`` itself, because
+after ONNX Runtime fuses QDQ into ``QLinearConv``/``QLinearMatMul`` only the rounded value exists.
+A quantized weight ``W`` maps to its ``DequantizeLinear`` output. A tensor that is not quantized
+maps to itself; one that no longer exists (e.g. a float MatMul output replaced by the dynamic
+``MatMulInteger`` chain under another name) is absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhisuan.errors import UserError
+from zhisuan.graph.namemap import NameMap
+from zhisuan.quantize.calibration import Feeds
+from zhisuan.quantize.config import Method, Mode, QuantizeConfig
+
+#: Opset needed for QDQ with per-channel axes (DequantizeLinear ``axis``), and what ORT's QDQ
+#: quantizer emits for int8 QDQ.
+QDQ_MIN_OPSET = 13
+
+#: Passes of :mod:`zhisuan.optimize` run before quantization, when registered: weights stored in
+#: Constant nodes must become initializers to be quantized at all, folded shape arithmetic and
+#: Conv+BN folding give the quantizer fewer, larger ops.
+PREPARE_PASSES = (
+    "constants-to-initializers",
+    "fold-constants",
+    "eliminate-identity",
+    "eliminate-dead",
+    "fold-conv-bn",
+)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The float model quantization starts from, and how it was derived from the input."""
+
+    model: Any
+    name_map: NameMap  # input model (or its own source, if it carried a map) -> prepared model
+    passes: list[str]
+    changes: dict[str, Any]
+    opset_before: int
+    opset_after: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passes": list(self.passes), "changes": self.changes, "opset_before": self.opset_before,
+            "opset_after": self.opset_after, "notes": list(self.notes),
+        }
+
+
+def default_opset(model: Any) -> int:
+    return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 1)
+
+
+def prepare(model: Any, config: QuantizeConfig, feeds: Feeds | None = None) -> Prepared:
+    """Run the preprocessing passes (and an opset upgrade where QDQ needs it), then name every node."""
+    from zhisuan.optimize import optimize_model
+    from zhisuan.optimize.registry import registry
+
+    known = registry()
+    passes = [p for p in PREPARE_PASSES if p in known]
+    before = default_opset(model)
+    opset = QDQ_MIN_OPSET if config.static and before < QDQ_MIN_OPSET else None
+    notes = []
+    if opset is not None:
+        notes.append(f"opset {before} -> {opset}: QDQ (per-channel DequantizeLinear axis) needs opset >= {QDQ_MIN_OPSET}")
+    verify_feeds = feeds[:1] if feeds else None
+    result = optimize_model(model, passes=passes, opset=opset, verify=True, feeds=verify_feeds)
+    prepared = result.model
+    _name_nodes(prepared)
+    changes = {p.name: dict(p.counts) for p in result.passes if p.changed}
+    applied = [p.name for p in result.passes if p.skipped is None]
+    return Prepared(prepared, result.name_map, applied, changes, before, default_opset(prepared), notes)
+
+
+def _name_nodes(model: Any) -> None:
+    """Give every node a unique name: nodes_to_exclude and the reports refer to nodes by name."""
+    taken = {n.name for n in model.graph.node if n.name}
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            base = f"{node.op_type}_{i}"
+            name, k = base, 1
+            while name in taken or name in seen:
+                name, k = f"{base}_{k}", k + 1
+            node.name = name
+        seen.add(node.name)
+
+
+def quantizable_nodes(model: Any, config: QuantizeConfig) -> list[tuple[str, str]]:
+    """(name, op_type) of the nodes the quantizer may quantize, minus the user's exclusions.
+
+    A MatMul/Gemm needs a constant weight to be worth quantizing dynamically; activation x
+    activation MatMuls (attention scores) are quantized only in static mode.
+    """
+    inits = {i.name for i in model.graph.initializer}
+    ops = set(config.quantized_ops())
+    out = []
+    for node in model.graph.node:
+        if node.op_type not in ops or node.name in config.nodes_to_exclude:
+            continue
+        if not config.static and not any(i in inits for i in node.input[:2]):
+            continue
+        out.append((node.name, node.op_type))
+    return out
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ORT's quantizer logs advisory warnings on the root logger; they are not for our users."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class _Reader:
+    def __init__(self, feeds: Feeds) -> None:
+        self._feeds = feeds
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self._feeds[start_index:end_index])
+
+
+class Int8Builder:
+    """Builds INT8 models of one prepared float model with any set of nodes kept in float.
+
+    Static mode calibrates once (the ranges are cached in the work directory), so every later
+    candidate of the sensitivity analysis and the search costs only the quantizer's graph rewrite.
+    """
+
+    def __init__(self, prepared_path: Path, config: QuantizeConfig, calibration: Feeds, workdir: Path) -> None:
+        self.path = prepared_path
+        self.config = config
+        self.calibration = calibration
+        self.workdir = workdir
+        self._cache = workdir / "calibration.json"
+
+    def build(self, out: Path, keep_float: Sequence[str] = ()) -> Path:
+        exclude = sorted({*self.config.nodes_to_exclude, *keep_float})
+        try:
+            with _quiet():
+                if self.config.static:
+                    self._static(out, exclude)
+                else:
+                    self._dynamic(out, exclude)
+        except UserError:
+            raise
+        except Exception as exc:  # the quantizer's ValueError/RuntimeError on a model it cannot handle
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"ONNX Runtime's quantizer failed: {type(exc).__name__}: {first[:300]}") from None
+        return out
+
+    def _static(self, out: Path, exclude: list[str]) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        methods = {
+            Method.MINMAX: CalibrationMethod.MinMax,
+            Method.PERCENTILE: CalibrationMethod.Percentile,
+            Method.ENTROPY: CalibrationMethod.Entropy,
+        }
+        extra = {"CalibPercentile": self.config.percentile, **self.config.extra}
+        quantize_static(
+            str(self.path), str(out), _Reader(self.calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(self.config.quantized_ops()),
+            per_channel=self.per_channel,
+            # U8 activations x S8 weights: the VNNI/AVX2 fast path of ORT's CPU kernels. ORT's own
+            # default (S8 activations) runs far slower on x86.
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method=methods[self.config.method],
+            calibration_cache_path=str(self._cache),
+            extra_options=extra,
+        )
+
+    def _dynamic(self, out: Path, exclude: list[str]) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(self.path), str(out),
+            op_types_to_quantize=list(self.config.quantized_ops()),
+            per_channel=self.per_channel,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            extra_options=dict(self.config.extra),
+        )
+
+    @property
+    def per_channel(self) -> bool:
+        # Per-channel weights cost nothing at run time and recover most of the accuracy of
+        # depthwise convolutions, so it is the default for static mode.
+        if self.config.per_channel is not None:
+            return self.config.per_channel
+        return self.config.static
+
+
+def convert_float16(model: Any, mode: Mode) -> Any:
+    """FP16 with ONNX Runtime's converter (inputs and outputs stay float32); BF16 is refused."""
+    if mode is Mode.BF16:
+        raise UserError(
+            "bf16: ONNX Runtime's CPU execution provider has no bf16 kernels for Conv, MatMul or Gemm, so a "
+            "bf16 graph cannot run there; use OpenVINO with INFERENCE_PRECISION_HINT=bf16 on CPUs with avx512_bf16/AMX"
+        )
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:  # pragma: no cover - depends on the ORT build
+        raise UserError(f"fp16 needs onnxruntime.transformers.float16, which this onnxruntime lacks ({exc})") from None
+    with _quiet(), contextlib.redirect_stdout(None):
+        # Resize/Range etc. have no fp16 CPU kernel in ORT; the converter's op block list keeps them in float.
+        return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+
+
+def quantized_name_map(source: Any, result: Any) -> NameMap:
+    """Source (float) tensor -> the result tensor carrying its value, as the module docstring defines."""
+    graph = result.graph
+    names = {v.name for v in graph.input} | {i.name for i in graph.initializer}
+    names.update(o for n in graph.node for o in n.output if o)
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def dequantized(name: str) -> str | None:
+        for q in consumers.get(name, []):
+            if q.op_type == "QuantizeLinear":
+                for dq in consumers.get(q.output[0], []):
+                    if dq.op_type == "DequantizeLinear":
+                        return dq.output[0]
+        return None
+
+    producers = {o: n for n in graph.node for o in n.output}
+    src_names = {v.name for v in source.graph.input} | {i.name for i in source.graph.initializer}
+    src_names.update(o for n in source.graph.node for o in n.output if o)
+    mapping: dict[str, str] = {}
+    for name in sorted(src_names):
+        if name in names:
+            mapping[name] = dequantized(name) or name
+            continue
+        # a weight replaced by its int8 copy: the DequantizeLinear output of that copy
+        for cand in (f"{name}_DequantizeLinear_Output", f"{name}_quantized_DequantizeLinear_Output"):
+            if cand in producers and producers[cand].op_type == "DequantizeLinear":
+                mapping[name] = cand
+                break
+    return NameMap(mapping)
+
+
+def write_temp(model: Any, directory: Path, stem: str) -> Path:
+    from zhisuan.graph import save_model
+
+    path = Path(tempfile.mkstemp(prefix=f"{stem}.", suffix=".onnx", dir=directory)[1])
+    save_model(model, path)
+    return path
