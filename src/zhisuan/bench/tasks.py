@@ -1,0 +1,103 @@
+"""The evaluation suite as a list of tasks; each task measures and returns :class:`Item` s.
+
+A task module registers its measurements with :func:`task`; ``zhisuan evaluate`` discovers the
+modules under ``zhisuan.bench``, picks the tasks of the chosen suite and runs them one by one,
+saving each task's items as soon as it finishes so that an interrupted run can ``--resume``.
+
+>>> from zhisuan.bench.tasks import task, EvalContext
+>>> @task("EV-2.example", clause="EV-2", suites=("quick", "standard", "full"), est_s={"quick": 5})
+... def measure_example(ctx: EvalContext) -> list:
+...     return []   # measure for real, return Items
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from zhisuan.errors import InternalError
+
+Suite = Literal["quick", "standard", "full"]
+SUITES: tuple[str, ...] = ("quick", "standard", "full")
+
+
+@dataclass
+class EvalContext:
+    """What a task may use: the suite, the device under test, threads, seed, a scratch dir.
+
+    ``device`` is the :class:`zhisuan.device.base.DeviceInfo` being evaluated (``kind`` "cpu",
+    "cuda", ...). ``progress(done, total, text)`` updates the task's progress bar (a no-op when
+    there is none). ``sampler`` is a running TelemetrySampler over the device when one could be
+    started, else None; tasks that report energy read their window from it.
+    """
+
+    suite: str
+    device: Any
+    threads: int
+    seed: int = 0
+    work_dir: Path = Path(".")
+    sampler: Any = None
+    progress: Callable[[float, float, str], None] = field(default=lambda done, total, text="": None)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_quick(self) -> bool:
+        return self.suite == "quick"
+
+    def pick(self, quick: Any, standard: Any, full: Any) -> Any:
+        """The parameter for this suite, e.g. ``ctx.pick(quick=60, standard=600, full=3600)``."""
+        return {"quick": quick, "standard": standard, "full": full}[self.suite]
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    clause: str
+    suites: tuple[str, ...]
+    run: Callable[[EvalContext], list[Any]]
+    title: str = ""
+    est_s: dict[str, float] = field(default_factory=dict)
+    device_kinds: tuple[str, ...] = ()  # empty: any device
+
+    def applies_to(self, suite: str, device_kind: str) -> bool:
+        return suite in self.suites and (not self.device_kinds or device_kind in self.device_kinds)
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def task(
+    id: str,
+    *,
+    clause: str,
+    suites: Sequence[str] = SUITES,
+    title: str = "",
+    est_s: dict[str, float] | None = None,
+    device_kinds: Sequence[str] = (),
+) -> Callable[[Callable[[EvalContext], list[Any]]], Callable[[EvalContext], list[Any]]]:
+    """Register a measurement function as a suite task."""
+
+    def register(fn: Callable[[EvalContext], list[Any]]) -> Callable[[EvalContext], list[Any]]:
+        if id in _TASKS and _TASKS[id].run is not fn:
+            raise InternalError(f"task {id!r} registered twice")
+        _TASKS[id] = Task(id=id, clause=clause, suites=tuple(suites), run=fn,
+                          title=title or (fn.__doc__ or id).strip().splitlines()[0],
+                          est_s=dict(est_s or {}), device_kinds=tuple(device_kinds))
+        return fn
+
+    return register
+
+
+def registered_tasks() -> dict[str, Task]:
+    """Every task of every module under ``zhisuan.bench`` (imported on first call)."""
+    import importlib
+    import pkgutil
+
+    import zhisuan.bench as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    return dict(sorted(_TASKS.items(), key=lambda kv: (int(kv[1].clause[3:]), kv[0])))
