@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
@@ -46,3 +47,33 @@ def test_load_model_errors_are_user_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00garbage\xff" * 10)
     with pytest.raises(UserError, match="cannot read ONNX model"):
         load_model(bad)
+
+
+def test_stored_form_is_compact_and_round_trips() -> None:
+    import onnx
+
+    from zhisuan.graph.namemap import decode_name_map, encode_name_map
+
+    names = [f"/encoder/layer.{i}/attention/self/MatMul_output_0" for i in range(300)]
+    mapping = {n: n for n in names} | {"a": "b"}
+    nm = NameMap(mapping, "abc")
+    text = encode_name_map(nm)
+    assert len(text) < len(json.dumps(nm.to_dict())) / 5  # repeated prefixes compress
+    back = decode_name_map(text)
+    assert dict(back.mapping) == mapping and back.source_sha256 == "abc"
+    # the plain form 1 written by earlier versions is still read
+    assert dict(decode_name_map(json.dumps(NameMap({"x": "y"}).to_dict())).mapping) == {"x": "y"}
+    model = onnx.ModelProto()
+    write_name_map(model, nm)
+    assert dict(read_name_map(model).mapping) == mapping
+
+
+def test_graph_inputs_and_outputs_are_stored_implicitly() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph)
+    write_name_map(model, NameMap({"x": "x", "y": "y", "h": "y"}))
+    stored = next(p.value for p in model.metadata_props if p.key == "zhisuan.name_map")
+    assert '"x"' not in stored  # inputs/outputs are implied by the graph
+    assert dict(read_name_map(model).mapping) == {"x": "x", "y": "y", "h": "y"}

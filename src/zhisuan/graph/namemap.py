@@ -20,13 +20,19 @@ means "gone", never "unknown".
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 NAME_MAP_KEY = "zhisuan.name_map"
 _VERSION = 1
+# Stored form 2: unchanged names as a list, renamed ones as pairs, zlib+base64 when that is
+# smaller. Name maps of transformer graphs run to tens of KiB as plain JSON pairs; this keeps
+# optimized files as small as onnxslim's. Form 1 (plain pairs) is still read.
+_STORED_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,48 @@ class NameMap:
         return cls(dict(data["mapping"]), data.get("source_sha256"))
 
 
+def encode_name_map(name_map: NameMap, *, implicit: Iterable[str] = ()) -> str:
+    """The compact string stored in the metadata (see ``_STORED_VERSION``).
+
+    ``implicit`` names (the graph's own inputs and outputs, which no transformation may rename)
+    are left out when they map to themselves and restored by :func:`decode_name_map`.
+    """
+    skip = set(implicit)
+    same = sorted(k for k, v in name_map.mapping.items() if k == v and k not in skip)
+    kept_implicit = sorted(k for k in skip if name_map.mapping.get(k) == k)
+    renamed = {k: v for k, v in sorted(name_map.mapping.items()) if k != v}
+    body: dict[str, Any] = {"version": _STORED_VERSION, "same": same, "renamed": renamed}
+    if name_map.source_sha256:
+        body["source_sha256"] = name_map.source_sha256
+    if kept_implicit:
+        body["io"] = 1 if len(kept_implicit) == len(skip) else kept_implicit
+    plain = json.dumps(body, separators=(",", ":"))
+    packed = json.dumps(
+        {"version": _STORED_VERSION, "zlib": base64.b64encode(zlib.compress(plain.encode(), 9)).decode()},
+        separators=(",", ":"),
+    )
+    return packed if len(packed) < len(plain) else plain
+
+
+def decode_name_map(text: str, *, implicit: Iterable[str] = ()) -> NameMap:
+    """Inverse of :func:`encode_name_map` (same ``implicit`` names); also reads the plain form 1."""
+    data = json.loads(text)
+    if data.get("version") == _STORED_VERSION:
+        if "zlib" in data:
+            data = json.loads(zlib.decompress(base64.b64decode(data["zlib"])).decode())
+        io = data.get("io")
+        mapping = {n: n for n in (list(implicit) if io == 1 else (io or []))}
+        mapping.update({n: n for n in data["same"]})
+        mapping.update(data["renamed"])
+        return NameMap(mapping, data.get("source_sha256"))
+    return NameMap.from_dict(data)
+
+
 def read_name_map(model: Any) -> NameMap | None:
     """The name map stored in an ``onnx.ModelProto``'s metadata, or None."""
     for prop in model.metadata_props:
         if prop.key == NAME_MAP_KEY:
-            return NameMap.from_dict(json.loads(prop.value))
+            return decode_name_map(prop.value, implicit=_io_names(model))
     return None
 
 
@@ -80,4 +123,11 @@ def write_name_map(model: Any, name_map: NameMap) -> None:
             model.metadata_props.remove(prop)
     entry = model.metadata_props.add()
     entry.key = NAME_MAP_KEY
-    entry.value = json.dumps(name_map.to_dict(), separators=(",", ":"), sort_keys=True)
+    entry.value = encode_name_map(name_map, implicit=_io_names(model))
+
+
+def _io_names(model: Any) -> list[str]:
+    graph = getattr(model, "graph", None)
+    if graph is None:
+        return []
+    return [v.name for v in graph.input] + [v.name for v in graph.output]

@@ -3,6 +3,7 @@ and verify the result against the original on ONNX Runtime."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -185,6 +186,10 @@ def optimize_model(
     import onnx
 
     start = time.perf_counter()
+    if isinstance(model, (str, os.PathLike)):
+        from zhisuan.graph.onnx_io import load_model
+
+        model = load_model(model)
     infos, skipped = _resolve_pipeline(passes, opset, target)
     work = onnx.ModelProto()
     work.CopyFrom(model)
