@@ -84,7 +84,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 def test_constant_weights_on_opset11_are_quantized_per_channel_and_run(tmp_path: Path) -> None:
     src = _cnn(tmp_path / "cnn.onnx", opset=11)
     out = tmp_path / "cnn-int8.onnx"
-    result = quantize_model(src, out, config=QuantizeConfig(per_channel=True), random=4, measure_latency=False)
+    result = quantize_model(src, out, config=QuantizeConfig(mode="int8", per_channel=True), random=4,
+                            measure_latency=False)
     model = onnx.load(str(out))
     # opset raised before per-channel QDQ, and recorded
     assert result.preprocessing["opset_before"] == 11 and result.preprocessing["opset_after"] >= 13
@@ -129,7 +130,7 @@ def test_dynamic_int8_mlp_uses_integer_matmul_and_stays_accurate(tmp_path: Path)
 def test_static_int8_mlp_is_accurate_with_top1(tmp_path: Path) -> None:
     src = _mlp(tmp_path / "mlp.onnx")
     out = tmp_path / "mlp-int8.onnx"
-    result = quantize_model(src, out, config=QuantizeConfig(metric="top1"), random=32, measure_latency=False)
+    result = quantize_model(src, out, config=QuantizeConfig(mode="int8", metric="top1"), random=32, measure_latency=False)
     assert result.metric == "top1" and result.float_value == 1.0
     assert result.quantized_value >= 0.9
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
@@ -165,8 +166,8 @@ def test_sensitivity_finds_the_planted_outlier_layer(tmp_path: Path) -> None:
 def test_budgeted_search_keeps_only_the_outlier_layer_in_float(tmp_path: Path) -> None:
     src = _mlp(tmp_path / "mlp.onnx", outlier=True)
     out = tmp_path / "mlp-mixed.onnx"
-    result = quantize_model(src, out, config=QuantizeConfig(per_channel=False, max_drop_pct=1.0), random=32,
-                            measure_latency=False)
+    result = quantize_model(src, out, config=QuantizeConfig(mode="int8", per_channel=False, max_drop_pct=1.0),
+                            random=32, measure_latency=False)
     assert result.meets_budget and result.drop_pct <= 1.0
     assert [f["node"] for f in result.float_layers] == ["fc2"]
     assert result.float_layers[0]["sensitivity_rank"] == 1 and result.float_layers[0]["reason"]
@@ -182,8 +183,8 @@ def test_budgeted_search_keeps_only_the_outlier_layer_in_float(tmp_path: Path) -
 def test_zero_time_budget_still_writes_the_best_model(tmp_path: Path) -> None:
     src = _mlp(tmp_path / "mlp.onnx", outlier=True)
     out = tmp_path / "mlp-budget0.onnx"
-    result = quantize_model(src, out, config=QuantizeConfig(per_channel=False, max_drop_pct=1.0, time_budget_s=0),
-                            random=2, measure_latency=False)
+    config = QuantizeConfig(mode="int8", per_channel=False, max_drop_pct=1.0, time_budget_s=0)
+    result = quantize_model(src, out, config=config, random=2, measure_latency=False)
     assert out.is_file() and result.search["stopped"] == "time budget"
     assert result.search["candidates"] == 1 and not result.meets_budget  # only the all-INT8 baseline
     assert read_name_map(onnx.load(str(out))) is not None
@@ -205,8 +206,8 @@ def test_interrupt_keeps_the_best_model_found(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(metrics.OutputAgreement, "__call__", flaky)
     src = _mlp(tmp_path / "mlp.onnx", outlier=True)
     out = tmp_path / "mlp-int.onnx"
-    result = quantize_model(src, out, config=QuantizeConfig(per_channel=False, max_drop_pct=1.0), random=2,
-                            measure_latency=False)
+    result = quantize_model(src, out, config=QuantizeConfig(mode="int8", per_channel=False, max_drop_pct=1.0),
+                            random=2, measure_latency=False)
     assert result.interrupted and out.is_file()
     assert result.search["candidates"] == 2
 
@@ -214,28 +215,33 @@ def test_interrupt_keeps_the_best_model_found(tmp_path: Path, monkeypatch: pytes
 def test_name_map_points_at_dequantized_values_and_composes(tmp_path: Path) -> None:
     src = _cnn(tmp_path / "cnn.onnx", opset=13)
     model = onnx.load(str(src))
-    earlier = NameMap({"orig_x": "x", "orig_c1": "c1", "orig_y": "y", "gone": "missing"}, "abc")
+    earlier = NameMap({"orig_x": "x", "orig_c1": "c1", "orig_r1": "r1", "orig_y": "y", "gone": "missing"}, "abc")
     write_name_map(model, earlier)
     onnx.save(model, str(src))
     out = tmp_path / "q.onnx"
-    result = quantize_model(src, out, config=QuantizeConfig(), random=2, measure_latency=False)
+    result = quantize_model(src, out, config=QuantizeConfig(mode="int8"), random=2, measure_latency=False)
     qmodel = onnx.load(str(out))
     nm = read_name_map(qmodel)
     assert nm.source_sha256 == "abc" and result.name_map_entries == len(nm.mapping)
     producers = {o: n for n in qmodel.graph.node for o in n.output}
-    # QDQ: the float tensor maps to the value its consumers see, its DequantizeLinear output
+    # The Relu between the two quantized Convs stays a node (ORT fuses it at load time), so the
+    # tensor named r1 really is the Relu's output, not conv1's unclipped output under r1's name
+    # (the name trap of QDQ graphs); each float tensor maps to what its consumers see.
+    assert producers["r1"].op_type == "Relu"
     assert producers[nm.mapping["orig_c1"]].op_type == "DequantizeLinear"
+    assert producers[nm.mapping["orig_r1"]].op_type == "DequantizeLinear"
     assert producers[nm.mapping["orig_x"]].op_type == "DequantizeLinear"
     assert nm.mapping["orig_y"] == "y" and "gone" not in nm.mapping
-    # and the mapped tensors carry the float values (up to int8 rounding)
+    # and the mapped tensor carries the float value (up to int8 rounding)
     x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    qmodel.graph.output.append(helper.make_tensor_value_info(nm.mapping["orig_c1"], TensorProto.FLOAT, None))
+    qmodel.graph.output.append(helper.make_tensor_value_info(nm.mapping["orig_r1"], TensorProto.FLOAT, None))
     sess = ort.InferenceSession(qmodel.SerializeToString(), providers=["CPUExecutionProvider"])
-    c1_q = sess.run([nm.mapping["orig_c1"]], {"x": x})[0]
+    r1_q = sess.run([nm.mapping["orig_r1"]], {"x": x})[0]
     fmodel = onnx.load(str(src))
-    fmodel.graph.output.append(helper.make_tensor_value_info("c1", TensorProto.FLOAT, None))
-    c1_f = ort.InferenceSession(fmodel.SerializeToString(), providers=["CPUExecutionProvider"]).run(["c1"], {"x": x})[0]
-    assert _cos(c1_f, c1_q) > 0.995
+    fmodel.graph.output.append(helper.make_tensor_value_info("r1", TensorProto.FLOAT, None))
+    r1_f = ort.InferenceSession(fmodel.SerializeToString(), providers=["CPUExecutionProvider"]).run(["r1"], {"x": x})[0]
+    assert _cos(r1_f, r1_q) > 0.995
+    assert r1_q.min() >= 0  # the absorbed Relu: the range starts at zero
 
 
 def test_calibration_from_npz_directory(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""``zhisuan quantize``: INT8 (static QDQ or dynamic), FP16; sensitivity; accuracy-budgeted mixed precision."""
+"""``zhisuan quantize``: auto (fastest INT8 within a metric budget), INT8 static QDQ or dynamic, FP16;
+sensitivity; accuracy-budgeted mixed precision."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ if TYPE_CHECKING:
 def quantize_cmd(
     model: str = typer.Argument(..., help="ONNX file or zoo model name (e.g. ppocr-rec)."),
     out: Path = typer.Option(..., "-o", "--out", help="Where to write the quantized model."),
-    mode: str = typer.Option("int8", "--mode", help="int8 (static, QDQ), int8-dynamic, fp16 or bf16."),
+    mode: str = typer.Option("auto", "--mode", help="auto (the fastest of static INT8, dynamic INT8 and float that meets the metric budget), int8 (static, QDQ), int8-dynamic, fp16 or bf16."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="Where the model is scored, timed and chosen: onnxruntime or openvino (runs the QDQ model with its int8 kernels)."),
     calib: Path | None = typer.Option(None, "--calib", help="Calibration data: a .npz file or a directory of them, keyed by input names."),
     random: int | None = typer.Option(None, "--random", help="Calibrate on N seeded random batches (a poor proxy)."),
     method: str = typer.Option("minmax", "--method", help="Calibration: minmax, percentile or entropy."),
-    per_channel: bool | None = typer.Option(None, "--per-channel/--per-tensor", help="Per-channel weights (default: per-channel for int8 static)."),
+    per_channel: bool | None = typer.Option(None, "--per-channel/--per-tensor", help="Per-channel weights (default: per channel)."),
     metric: str = typer.Option("cosine", "--metric", help="cosine, top1 or zoo:NAME (the zoo task metric)."),
-    max_drop: float | None = typer.Option(None, "--max-drop", help="Tolerated metric drop in percent of the float value; searches layers to keep in float."),
+    max_drop: float | None = typer.Option(None, "--max-drop", help="Tolerated metric drop in percent of the float value; searches layers to keep in float (auto: default 2 for cosine, 1 otherwise)."),
     time_budget: float = typer.Option(600.0, "--time-budget", help="Seconds for sensitivity analysis and search; the best model so far is always written."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure and report per-layer sensitivity."),
     exclude: list[str] = typer.Option([], "--exclude", help="Node name to keep in float (repeatable)."),
@@ -33,14 +35,14 @@ def quantize_cmd(
 ) -> None:
     """Quantize a model and score it against the float model.
 
-    Example:  zhisuan quantize ppocr-rec -o rec-int8.onnx --metric zoo:ppocr-rec --max-drop 1
+    Example:  zhisuan quantize efficientnet-lite0 -o eff-int8.onnx --backend openvino --metric zoo:efficientnet-lite0
     """
     from zhisuan.quantize import QuantizeConfig, quantize_model
 
     config = QuantizeConfig(
         mode=mode, method=method, per_channel=per_channel, metric=metric, max_drop_pct=max_drop,
         time_budget_s=time_budget, sensitivity=sensitivity, nodes_to_exclude=tuple(exclude),
-        intra_op_threads=threads,
+        intra_op_threads=threads, backend=backend,
     )
     with _progress(enabled=not json_out) as progress:
         result = quantize_model(model, out, config=config, data=calib, random=random, progress=progress)
@@ -81,15 +83,23 @@ class _progress:
 def _print(result: QuantizeResult) -> None:
     from rich.markup import escape
 
+    shown = result.mode if result.chosen == result.mode else f"{result.mode}: {result.chosen}"
     console.print(
-        f"[bold]{escape(result.output_path)}[/] ({result.mode}): {escape(result.metric)} "
+        f"[bold]{escape(result.output_path)}[/] ({shown}): {escape(result.metric)} "
         f"{result.quantized_value:.4f} vs float {result.float_value:.4f} — drop {result.drop_pct:.2f} %"
         + (f" (budget {result.max_drop_pct:g} %: {'met' if result.meets_budget else 'NOT met'})" if result.max_drop_pct is not None else "")
     )
     if result.latency:
         lat = result.latency
+        shapes = [f"{k} {v}" for k, v in lat["batch"].items()]
+        shown_shapes = ", ".join(shapes[:3]) + (f" +{len(shapes) - 3} more" if len(shapes) > 3 else "")
         console.print(f"  latency {lat['quantized']['median_ms']:.2f} ms vs float {lat['float']['median_ms']:.2f} ms "
-                      f"(x{lat['speedup']:.2f}, batch {lat['batch']}, {lat['threads']} threads)")
+                      f"(x{lat['speedup']:.2f}, {lat['backend']}, {lat['threads']} threads; {escape(shown_shapes)})")
+    if result.policy:
+        for c in result.policy["contenders"]:
+            console.print(f"  {c['name']:>13}: {c['value']:.4f} (drop {c['drop_pct']:.2f} %), {c['median_ms']:.2f} ms"
+                          + (f", {c['float_layers']} layers in float" if c["float_layers"] else ""))
+        console.print(f"  chose {result.policy['chosen']}: {escape(result.policy['reason'])}")
     prep = result.preprocessing
     if prep["opset_before"] != prep["opset_after"]:
         console.print(f"  opset {prep['opset_before']} -> {prep['opset_after']} before quantizing")

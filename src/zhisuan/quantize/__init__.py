@@ -1,5 +1,7 @@
-"""Post-training quantization: INT8 static (QDQ) and dynamic, FP16; per-layer sensitivity; and an
-accuracy-budgeted search for the fewest layers kept in float (DEP-3).
+"""Post-training quantization: INT8 static (QDQ, integer islands chosen from the graph) and dynamic,
+FP16; ``auto`` picks the fastest that meets a metric budget, the float model when INT8 does not
+pay; per-layer sensitivity; and an accuracy-budgeted search for the fewest layers kept in float
+(DEP-3).
 
 >>> from zhisuan.quantize import QuantizeConfig
 >>> QuantizeConfig(mode="int8", method="percentile").method.value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from zhisuan.quantize.calibration import (
     load_calibration,
     zoo_feeds,
 )
-from zhisuan.quantize.config import QuantizeConfig
+from zhisuan.quantize.config import DEFAULT_STATIC_OPS, Mode, QuantizeConfig
 from zhisuan.quantize.engine import (
     Int8Builder,
     Prepared,
@@ -31,6 +31,7 @@ from zhisuan.quantize.engine import (
     write_temp,
 )
 from zhisuan.quantize.metrics import OutputAgreement, ZooMetric, drop_pct, latency_ms
+from zhisuan.quantize.policy import MIN_SPEEDUP, Contender, choose
 from zhisuan.quantize.search import (
     Candidate,
     Explorer,
@@ -62,10 +63,16 @@ class SensitivityResult:
 
 @dataclass(frozen=True)
 class QuantizeResult:
-    """What was written to ``output_path`` and how it scores against the float model."""
+    """What was written to ``output_path`` and how it scores against the float model.
+
+    ``mode`` is what was asked; ``chosen`` what was written (in ``auto``: ``int8``,
+    ``int8-dynamic`` or ``fp32``), with the contenders and the reason in ``policy``.
+    """
 
     output_path: str
     mode: str
+    chosen: str
+    backend: str
     config: dict[str, Any]
     preprocessing: dict[str, Any]
     calibration: dict[str, Any] | None
@@ -83,6 +90,8 @@ class QuantizeResult:
     float_size_bytes: int
     quantized_size_bytes: int
     name_map_entries: int
+    policy: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -127,9 +136,10 @@ class _Job:
     warnings: list[str]
 
     def evaluator(self) -> Any:
-        if self.config.metric.startswith("zoo:"):
-            return ZooMetric(self.config.metric[4:], self.config.intra_op_threads)
-        return OutputAgreement(self.float_path, self.metric_feeds, self.config.metric, self.config.intra_op_threads)
+        cfg = self.config
+        if cfg.metric.startswith("zoo:"):
+            return ZooMetric(cfg.metric[4:], cfg.intra_op_threads, backend=cfg.backend)
+        return OutputAgreement(self.float_path, self.metric_feeds, cfg.metric, cfg.intra_op_threads, backend=cfg.backend)
 
 
 def _job(model: Any, config: QuantizeConfig, workdir: Path, *, data: str | Path | None, random: int | None,
@@ -169,28 +179,176 @@ def _workdir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="zhisuan-quantize-")
 
 
-def _saver(job: _Job, out: Path) -> Any:
+def _saver(job: _Job, *targets: Path) -> Any:
     from zhisuan.graph import load_model, save_model
 
     def save(path: Path, _cand: Candidate | None = None) -> None:
         model = load_model(path)
         name_map = job.prepared.name_map.then(quantized_name_map(job.prepared.model, model))
         write_name_map(model, name_map)
-        save_model(model, out)  # atomic: a reader never sees half a model
+        for target in targets:
+            save_model(model, target)  # atomic: a reader never sees half a model
 
     return save
 
 
-def _explorer(job: _Job, evaluator: Any, reference: float, deadline: float, out: Path | None,
-              progress: Progress) -> tuple[Explorer, Int8Builder]:
-    builder = Int8Builder(job.float_path, job.config, job.calibration.feeds, job.workdir)
+@dataclass
+class _Track:
+    """One INT8 mode: the all-INT8 baseline, then (when asked or needed) sensitivity and the budgeted
+    search. Its best model so far is a file in the work directory (and any ``saves``)."""
+
+    mode: Mode
+    config: QuantizeConfig
+    nodes: list[tuple[str, str]]
+    builder: Int8Builder
+    explorer: Explorer
+    path: Path
+    base: Candidate
+    sensitivity: list[LayerSensitivity] | None = None
+    search: dict[str, Any] | None = None
+    searched_layers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate:
+        assert self.explorer.best is not None
+        return self.explorer.best
+
+    @property
+    def value(self) -> float:
+        return self.best.value
+
+    @property
+    def drop_pct(self) -> float:
+        return self.best.drop_pct
+
+    @property
+    def float_nodes(self) -> tuple[str, ...]:
+        return self.best.float_nodes
+
+    @property
+    def layers(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def float_layers(self) -> list[dict[str, Any]]:
+        if self.searched_layers or not self.float_nodes:
+            return self.searched_layers
+        gains = {s.node: s for s in self.sensitivity or []}
+        return [{"node": n, "op_type": gains[n].op_type if n in gains else None,
+                 "sensitivity_gain_pct": gains[n].gain_pct if n in gains else None,
+                 "sensitivity_rank": gains[n].rank if n in gains else None,
+                 "reason": "kept in float by the best candidate found"} for n in self.float_nodes]
+
+    @property
+    def selection(self) -> dict[str, Any] | None:
+        return self.builder.selection(self.float_nodes).to_dict() if self.config.static else None
+
+    def run_search(self, *, sensitivity: bool, budget: bool) -> None:
+        """Per-layer sensitivity and/or the budgeted search (see zhisuan.quantize.search)."""
+        interrupted = False
+        if sensitivity or (budget and not self.base.meets_budget):
+            try:
+                self.sensitivity = sensitivities(self.explorer, self.nodes, self.base)
+            except KeyboardInterrupt:
+                interrupted = True
+        if not budget:
+            return
+        if interrupted:
+            stopped = "interrupted"
+        else:
+            outcome = budget_search(self.explorer, self.sensitivity or [], self.base)
+            stopped, self.searched_layers = outcome.stopped, outcome.float_layers
+        self.search = {
+            "stopped": stopped, "candidates": len(self.explorer.history),
+            "history": [c.to_dict() for c in self.explorer.history], "time_budget_s": self.config.time_budget_s,
+        }
+
+
+def _start_track(job: _Job, config: QuantizeConfig, evaluator: Any, reference: float, deadline: float,
+                 saves: tuple[Path, ...], progress: Progress, budget: float | None) -> _Track:
+    """Build and score all-INT8 in ``config.mode`` (always written, even with a zero time budget)."""
+    nodes = quantizable_nodes(job.prepared.model, config)
+    if not nodes:
+        raise UserError(_nothing_to_quantize(job, config))
+    best_path = job.workdir / f"best-{config.mode.value}.onnx"
+    builder = Int8Builder(job.float_path, config, job.calibration.feeds, job.workdir)
     explorer = Explorer(
         build=lambda p, keep: builder.build(p, keep), score=evaluator, reference=reference,
-        higher_is_better=evaluator.higher_is_better, max_drop_pct=job.config.max_drop_pct,
-        deadline=deadline, workdir=job.workdir,
-        on_best=_saver(job, out) if out is not None else (lambda _p, _c: None), progress=progress,
+        higher_is_better=evaluator.higher_is_better, max_drop_pct=budget,
+        deadline=deadline, workdir=job.workdir, on_best=_saver(job, best_path, *saves), progress=progress,
     )
-    return explorer, builder
+    progress(f"quantizing every layer ({config.mode.value})", 0, None)
+    base = explorer.evaluate([], timed=False)
+    return _Track(config.mode, config, nodes, builder, explorer, best_path, base)
+
+
+def _nothing_to_quantize(job: _Job, config: QuantizeConfig) -> str:
+    from onnx import AttributeProto
+
+    ops = ", ".join(config.quantized_ops() if config.op_types or not config.static else DEFAULT_STATIC_OPS)
+    message = f"{config.mode.value}: the model has no {ops} node to quantize"
+    nested = [n.name for n in job.prepared.model.graph.node
+              if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in n.attribute)]
+    if nested:
+        message += (f" at the top level; its layers sit inside control-flow subgraphs ({', '.join(nested[:3])}), "
+                    "which ONNX Runtime's quantizer leaves in float")
+    return message
+
+
+def _auto(job: _Job, evaluator: Any, reference: float, deadline: float, out: Path,
+          progress: Progress) -> tuple[_Track | None, dict[str, Any], dict[str, Any]]:
+    """``--mode auto``: static INT8, dynamic INT8 and the float model timed together on the backend;
+    the fastest that meets the budget wins (see policy.choose). When static INT8 is faster than
+    float but misses the budget, the search for layers to keep in float runs (bounded by the time
+    budget) and its best model is timed again; when it is not faster, no search can make it so."""
+    config = job.config
+    budget = config.budget_pct
+    assert budget is not None
+    tracks: dict[Mode, _Track] = {}
+    skipped: list[str] = []
+    for mode in (Mode.INT8, Mode.INT8_DYNAMIC):
+        mode_config = replace(config, mode=mode, max_drop_pct=budget)
+        if not quantizable_nodes(job.prepared.model, mode_config):
+            skipped.append(_nothing_to_quantize(job, mode_config))
+            continue
+        saves = (out,) if not tracks else ()  # the first track's best model is on disk at once
+        tracks[mode] = _start_track(job, mode_config, evaluator, reference, deadline, saves, progress, budget)
+
+    def timed() -> tuple[dict[str, dict[str, float]], list[Contender]]:
+        progress(f"timing float and INT8 candidates on {config.backend}", 0, None)
+        paths = {"fp32": job.float_path, **{m.value: t.path for m, t in tracks.items()}}
+        timing = latency_ms(paths, job.metric_feeds[0], threads=config.intra_op_threads, backend=config.backend)
+        rows = [Contender("fp32", reference, 0.0, True, timing["fp32"]["median_ms"], timing["fp32"]["p10_ms"],
+                          timing["fp32"]["p90_ms"])]
+        for mode, track in tracks.items():
+            t = timing[mode.value]
+            rows.append(Contender(mode.value, track.value, track.drop_pct, track.drop_pct <= budget + 1e-9,
+                                  t["median_ms"], t["p10_ms"], t["p90_ms"], len(track.float_nodes)))
+        return timing, rows
+
+    timing, contenders = timed()
+    static = tracks.get(Mode.INT8)
+    notes = list(skipped)
+    if static is not None:
+        row = next(c for c in contenders if c.name == "int8")
+        pays = timing["fp32"]["median_ms"] / row.median_ms >= MIN_SPEEDUP
+        if config.sensitivity or (not row.meets_budget and pays):
+            static.run_search(sensitivity=config.sensitivity, budget=not row.meets_budget and pays)
+            if static.float_nodes:
+                timing, contenders = timed()
+        elif not row.meets_budget:
+            notes.append("no search for layers to keep in float: all-INT8 is not faster than float, so no "
+                         "mixed model can be")
+    winner, reason = choose(contenders, budget_pct=budget)
+    if notes:
+        reason += " (" + "; ".join(notes) + ")"
+    chosen = tracks.get(Mode(winner.name)) if winner.name != "fp32" else None
+    _saver(job, out)(chosen.path if chosen else job.float_path)
+    policy = {"budget_pct": budget, "min_speedup": MIN_SPEEDUP, "chosen": winner.name, "reason": reason,
+              "contenders": [c.to_dict() for c in contenders]}
+    latency = {"float": timing["fp32"], "quantized": timing[winner.name],
+               "speedup": timing["fp32"]["median_ms"] / timing[winner.name]["median_ms"]}
+    return static if chosen is None else chosen, policy, latency
 
 
 def quantize_model(
@@ -205,11 +363,17 @@ def quantize_model(
 ) -> QuantizeResult:
     """Quantize ``model`` (ONNX file, zoo name or ModelProto) and write the result to ``output``.
 
+    The default mode, ``auto``, builds static INT8 (integer islands, see
+    :mod:`zhisuan.quantize.policy`; with the fewest layers kept in float that meet the metric
+    budget), dynamic INT8 where the model has weighted MatMul/Gemm layers, and times them against the
+    float model on ``config.backend``: the fastest that meets the budget is written, and the float
+    model when no INT8 variant is both within the budget and faster (the result says why).
+
     Example:
         >>> from zhisuan.quantize import quantize_model, QuantizeConfig
         >>> r = quantize_model("ppocr-rec", "rec-int8.onnx",
         ...                    config=QuantizeConfig(metric="zoo:ppocr-rec", max_drop_pct=1))  # doctest: +SKIP
-        >>> r.drop_pct, [f["node"] for f in r.float_layers]  # doctest: +SKIP
+        >>> r.chosen, r.drop_pct, [f["node"] for f in r.float_layers]  # doctest: +SKIP
     """
     config = config or QuantizeConfig()
     progress = progress or no_progress
@@ -221,75 +385,61 @@ def quantize_model(
         evaluator = job.evaluator()
         progress(f"scoring the float model ({evaluator.name})", 0, None)
         reference = evaluator(job.float_path)
-        sens_rows: list[LayerSensitivity] | None = None
-        search_info: dict[str, Any] | None = None
-        float_layers: list[dict[str, Any]] = []
-        if config.int8:
-            nodes = quantizable_nodes(job.prepared.model, config)
-            if not nodes:
-                raise UserError(f"the model has no {', '.join(config.quantized_ops())} node to quantize")
-            explorer, _ = _explorer(job, evaluator, reference, deadline, out, progress)
-            progress("quantizing every layer to INT8", 0, None)
-            base = explorer.evaluate([], timed=False)  # always: the baseline is written even with budget 0
-            interrupted = False
-            if config.sensitivity or (config.max_drop_pct is not None and not base.meets_budget):
-                try:
-                    sens_rows = sensitivities(explorer, nodes, base)
-                except KeyboardInterrupt:
-                    interrupted = True
-            if config.max_drop_pct is not None:
-                if interrupted:
-                    outcome_stop, float_layers = "interrupted", []
-                else:
-                    outcome = budget_search(explorer, sens_rows or [], base)
-                    outcome_stop, float_layers = outcome.stopped, outcome.float_layers
-                search_info = {
-                    "stopped": outcome_stop, "candidates": len(explorer.history),
-                    "history": [c.to_dict() for c in explorer.history],
-                    "time_budget_s": config.time_budget_s,
-                }
-            best = explorer.best
-            assert best is not None
-            value, n_float = best.value, len(best.float_nodes)
-            if not float_layers and best.float_nodes:
-                gains = {s.node: s for s in sens_rows or []}
-                float_layers = [{"node": n, "op_type": gains[n].op_type if n in gains else None,
-                                 "sensitivity_gain_pct": gains[n].gain_pct if n in gains else None,
-                                 "sensitivity_rank": gains[n].rank if n in gains else None,
-                                 "reason": "kept in float by the best candidate found"} for n in best.float_nodes]
-            quantized = len(nodes) - n_float
+        track: _Track | None = None
+        policy: dict[str, Any] | None = None
+        latency: dict[str, Any] | None = None
+        chosen = config.mode.value
+        if config.mode is Mode.AUTO:
+            track, policy, timing = _auto(job, evaluator, reference, deadline, out, progress)
+            chosen = policy["chosen"]
+            latency = timing if measure_latency else None
+        elif config.int8:
+            track = _start_track(job, config, evaluator, reference, deadline, (out,), progress, config.max_drop_pct)
+            track.run_search(sensitivity=config.sensitivity, budget=config.max_drop_pct is not None)
         else:
             progress(f"converting to {config.mode.value}", 0, None)
             converted = convert_float16(job.prepared.model, config.mode)
             path = write_temp(converted, job.workdir, "fp16")
-            value = evaluator(path)
+            fp16_value = evaluator(path)
             _saver(job, out)(path)
-            quantized = len(job.prepared.model.graph.node)
-        latency = None
-        if measure_latency:
-            progress("timing float vs quantized", 0, None)
+        if chosen == "fp32":
+            value, quantized = reference, 0
+        elif track is not None:
+            value, quantized = track.value, track.layers - len(track.float_nodes)
+        else:
+            value, quantized = fp16_value, len(job.prepared.model.graph.node)
+        if measure_latency and latency is None:
+            progress(f"timing float vs quantized on {config.backend}", 0, None)
+            timing = latency_ms({"float": job.float_path, "quantized": out}, job.metric_feeds[0],
+                                threads=config.intra_op_threads, backend=config.backend)
+            latency = {**timing, "speedup": timing["float"]["median_ms"] / timing["quantized"]["median_ms"]}
+        if latency is not None:
             feed = job.metric_feeds[0]
-            timing = latency_ms({"float": job.float_path, "quantized": out}, feed, threads=config.intra_op_threads)
-            latency = {**timing, "speedup": timing["float"]["median_ms"] / timing["quantized"]["median_ms"],
-                       "threads": config.intra_op_threads,
+            latency = {**latency, "threads": config.intra_op_threads, "backend": config.backend,
                        "batch": {k: list(v.shape) for k, v in feed.items()}}
         from zhisuan.graph import load_model, read_name_map
 
         written = load_model(out)
         name_map = read_name_map(written) or NameMap({})
         drop = drop_pct(reference, value, evaluator.higher_is_better)
+        budget = config.budget_pct
+        warnings = list(job.warnings)
+        if policy is not None and chosen == "fp32":
+            built = any(c["name"] == "int8" for c in policy["contenders"])
+            warnings.append(f"{out.name} is the float model: {policy['reason']}"
+                            + ("; --mode int8 forces static INT8" if built else ""))
         return QuantizeResult(
-            output_path=str(out), mode=config.mode.value, config=config.to_dict(),
-            preprocessing=job.prepared.to_dict(),
-            calibration=job.calibration.to_dict() if config.int8 and config.static else None,
+            output_path=str(out), mode=config.mode.value, chosen=chosen, backend=config.backend,
+            config=config.to_dict(), preprocessing=job.prepared.to_dict(),
+            calibration=job.calibration.to_dict() if config.static else None,
             metric=evaluator.name, float_value=reference, quantized_value=value, drop_pct=drop,
-            max_drop_pct=config.max_drop_pct,
-            meets_budget=config.max_drop_pct is None or drop <= config.max_drop_pct + 1e-9,
-            quantized_nodes=quantized, float_layers=float_layers,
-            sensitivity=[s.to_dict() for s in sens_rows] if sens_rows is not None else None,
-            search=search_info, latency=latency,
+            max_drop_pct=budget, meets_budget=budget is None or drop <= budget + 1e-9,
+            quantized_nodes=quantized, float_layers=track.float_layers if track and chosen != "fp32" else [],
+            sensitivity=[s.to_dict() for s in track.sensitivity] if track and track.sensitivity is not None else None,
+            search=track.search if track else None, latency=latency,
             float_size_bytes=os.path.getsize(job.float_path), quantized_size_bytes=os.path.getsize(out),
-            name_map_entries=len(name_map.mapping), warnings=job.warnings,
+            name_map_entries=len(name_map.mapping), policy=policy,
+            selection=track.selection if track and chosen != "fp32" else None, warnings=warnings,
             duration_s=round(time.monotonic() - start, 3),
         )
 
@@ -312,13 +462,21 @@ def sensitivity_analysis(
     config = config or QuantizeConfig()
     if not config.int8:
         raise UserError("sensitivity analysis applies to the int8 modes")
+    if config.mode is Mode.AUTO:  # sensitivity is a property of one mode: static INT8
+        config = replace(config, mode=Mode.INT8)
     progress = progress or no_progress
     start = time.monotonic()
     with _workdir() as tmp:
         job = _job(model, config, Path(tmp), data=data, random=random, progress=progress)
         evaluator = job.evaluator()
         reference = evaluator(job.float_path)
-        explorer, _ = _explorer(job, evaluator, reference, start + config.time_budget_s, None, progress)
+        builder = Int8Builder(job.float_path, config, job.calibration.feeds, job.workdir)
+        explorer = Explorer(
+            build=lambda p, keep: builder.build(p, keep), score=evaluator, reference=reference,
+            higher_is_better=evaluator.higher_is_better, max_drop_pct=config.max_drop_pct,
+            deadline=start + config.time_budget_s, workdir=job.workdir, on_best=lambda _p, _c: None,
+            progress=progress,
+        )
         base = explorer.evaluate([], timed=False)
         rows = sensitivities(explorer, quantizable_nodes(job.prepared.model, config), base)
     return SensitivityResult(evaluator.name, reference, base.value, base.drop_pct, rows,

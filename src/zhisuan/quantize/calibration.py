@@ -70,7 +70,8 @@ def zoo_feeds(name: str, *, batches: int = 8, seed: int = CALIB_SEED) -> Feeds |
     """Realistic input batches for zoo model ``name``, disjoint from its evaluation set; None if unknown."""
     makers = {
         "ppocr-rec": _ppocr_rec, "ppocr-cls": _ppocr_cls, "ppocr-det": _ppocr_det,
-        "efficientnet-lite0": _efficientnet, "minilm-l6": _minilm,
+        "efficientnet-lite0": _efficientnet, "minilm-l6": _minilm, "resnet50": _resnet50,
+        "bert-base": _bert, "gpt2-small": _gpt2, "silero-vad": _silero,
     }
     maker = makers.get(name)
     return None if maker is None else maker(batches, seed)
@@ -163,6 +164,73 @@ def _minilm(batches: int, seed: int) -> Feeds:
                  for _ in range(16)]
         feeds.append(tok(texts))
     return feeds
+
+
+def _resnet50(batches: int, seed: int) -> Feeds:
+    from zhisuan.zoo.models.reference import structured_images
+
+    per_batch = 4
+    images = structured_images(batches * per_batch, seed=seed)
+    return [{"image": images[i : i + per_batch]} for i in range(0, len(images), per_batch)]
+
+
+def _bert(batches: int, seed: int) -> Feeds:
+    from zhisuan.zoo.models.reference import BERT_SEQ_LEN, bert_inputs
+
+    per_batch = 4
+    data = bert_inputs(batches * per_batch, BERT_SEQ_LEN, seed=seed)
+    return [{k: v[i : i + per_batch] for k, v in data.items()} for i in range(0, batches * per_batch, per_batch)]
+
+
+class _Recorder:
+    """A runtime that records every feed it runs: inputs of stateful models (a KV cache, an RNN
+    state) are only realistic when they come from running the model itself."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.feeds: Feeds = []
+
+    def inputs(self) -> Any:
+        return self.runtime.inputs()
+
+    def outputs(self) -> Any:
+        return self.runtime.outputs()
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: Any = None) -> dict[str, np.ndarray]:
+        self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.runtime.run(feeds, output_names)
+
+
+def _recorded(name: str, drive: Any) -> Feeds:
+    from zhisuan import zoo
+    from zhisuan.runtime import load_runtime
+
+    with load_runtime(zoo.model_path(name), "onnxruntime", intra_op_threads=2) as runtime:
+        recorder = _Recorder(runtime)
+        drive(recorder)
+    return recorder.feeds
+
+
+def _gpt2(batches: int, seed: int) -> Feeds:
+    """Prefill and cached decoding steps of the float model on prompts of another seed."""
+    from zhisuan.zoo.models.reference import GPT2_PROMPT_LEN, generate, gpt2_prompts
+
+    steps = 4
+    prompts = gpt2_prompts(max(1, -(-batches // steps)), GPT2_PROMPT_LEN, seed=seed)
+    feeds = _recorded("gpt2-small", lambda rt: [generate(rt, p[None], steps) for p in prompts])
+    return feeds[:batches]
+
+
+def _silero(batches: int, seed: int) -> Feeds:
+    """Windows (with their carried state) of speech-over-noise clips from another seed, every few frames."""
+    from zhisuan.zoo.data.audio import make_vad_clips
+    from zhisuan.zoo.models.silero import speech_probabilities
+
+    clips = make_vad_clips(max(2, batches // 2), seed=seed, clip_frames=64)
+    audio = np.stack([c.audio for c in clips])
+    feeds = _recorded("silero-vad", lambda rt: speech_probabilities(rt, audio))
+    stride = max(1, len(feeds) // batches)
+    return feeds[stride - 1 :: stride][:batches]
 
 
 def check_not_empty(feeds: Feeds, what: str) -> None:

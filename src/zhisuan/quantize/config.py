@@ -15,6 +15,7 @@ from zhisuan.errors import UserError
 
 
 class Mode(StrEnum):
+    AUTO = "auto"  # the fastest of static INT8, dynamic INT8 and float that meets the metric budget
     INT8 = "int8"  # static: calibrated activations, QDQ format
     INT8_DYNAMIC = "int8-dynamic"  # weights int8, activations quantized at run time (MatMul/Gemm)
     FP16 = "fp16"
@@ -34,24 +35,40 @@ REFUSED_METHODS = {
     "Use minmax, percentile or entropy",
 }
 
-#: Operators quantized in INT8 static mode by default. Quantizing only the compute-heavy ops keeps
-#: the QDQ graph fusable into QLinearConv/QLinearMatMul and leaves Softmax, LayerNormalization,
-#: Resize, Add/Mul in float, where int8 buys no speed on CPUs and costs accuracy.
+#: Layers of INT8 static mode: the compute operators. Chain operators between them (Relu/Clip, Add,
+#: pooling, Pad, ...) are quantized too, but only inside integer islands, decided per node from the
+#: graph (:mod:`zhisuan.quantize.policy`); Softmax, LayerNormalization and the ops around them stay float.
 DEFAULT_STATIC_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 DEFAULT_DYNAMIC_OPS = ("MatMul", "Gemm")
+
+#: Backends the quantized model is scored, timed and chosen on. The model is QDQ either way:
+#: OpenVINO reads QuantizeLinear/DequantizeLinear as FakeQuantize and runs its own int8 kernels.
+BACKENDS = ("onnxruntime", "openvino")
+
+
+def default_budget_pct(metric: str) -> float:
+    """Tolerated drop (percent of the float value) when ``--mode auto`` is given no ``--max-drop``:
+    1 % of a task metric or of top-1 agreement, 2 % of the output cosine (cosine 0.98 of the float
+    model's outputs, which int8 CNNs reach with unchanged top-1/top-5, see docs/quantize.md)."""
+    return 2.0 if metric == "cosine" else 1.0
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     """Options of :func:`zhisuan.quantize.quantize_model`.
 
-    ``metric``: ``cosine`` (mean cosine of every output with the float model's), ``top1`` (argmax
-    agreement over the last axis, per position for sequences) or ``zoo:NAME`` (the zoo entry's task
-    metric). ``max_drop_pct``: tolerated drop of that metric, relative to the float model, in
-    percent; with it the budgeted search runs. ``per_channel`` None: the backend's choice.
+    ``mode``: ``auto`` (default: the fastest of static INT8, dynamic INT8 and the float model that
+    meets the budget, see :func:`zhisuan.quantize.policy.choose`), ``int8``, ``int8-dynamic``,
+    ``fp16``, ``bf16``. ``metric``: ``cosine`` (mean cosine of every output with the float model's),
+    ``top1`` (argmax agreement over the last axis, per position for sequences) or ``zoo:NAME`` (the
+    zoo entry's task metric). ``max_drop_pct``: tolerated drop of that metric, relative to the float
+    model, in percent; with it the budgeted search runs (``auto`` has a default budget, see
+    :attr:`budget_pct`). ``per_channel`` None: per channel. ``op_types``: quantize exactly the nodes of
+    these types instead of the integer-island policy. ``backend``: where candidates are scored and
+    timed (``onnxruntime`` or ``openvino``; the file is QDQ either way).
     """
 
-    mode: Mode = Mode.INT8
+    mode: Mode = Mode.AUTO
     method: Method = Method.MINMAX
     per_channel: bool | None = None
     metric: str = "cosine"
@@ -86,8 +103,10 @@ class QuantizeConfig:
             raise UserError(f"--max-drop must be a percentage in 0..100, got {self.max_drop_pct}")
         if self.time_budget_s < 0:
             raise UserError(f"--time-budget must be >= 0 seconds, got {self.time_budget_s}")
-        if self.backend != "onnxruntime":
-            raise UserError(f"quantization defaults exist for onnxruntime only, not {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if self.intra_op_threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.intra_op_threads}")
         if not 90.0 < self.percentile < 100.0:
             raise UserError(f"percentile must be in (90, 100), got {self.percentile}")
         if self.mode in (Mode.FP16, Mode.BF16) and (self.max_drop_pct is not None or self.sensitivity):
@@ -95,11 +114,19 @@ class QuantizeConfig:
 
     @property
     def static(self) -> bool:
-        return self.mode is Mode.INT8
+        """Static INT8 is built (alone, or as the first candidate of ``auto``)."""
+        return self.mode in (Mode.INT8, Mode.AUTO)
 
     @property
     def int8(self) -> bool:
-        return self.mode in (Mode.INT8, Mode.INT8_DYNAMIC)
+        return self.mode in (Mode.INT8, Mode.INT8_DYNAMIC, Mode.AUTO)
+
+    @property
+    def budget_pct(self) -> float | None:
+        """The metric budget: ``max_drop_pct``, or in ``auto`` mode the metric's default."""
+        if self.max_drop_pct is not None or self.mode is not Mode.AUTO:
+            return self.max_drop_pct
+        return default_budget_pct(self.metric)
 
     def quantized_ops(self) -> tuple[str, ...]:
         if self.op_types:

@@ -25,6 +25,34 @@ class Evaluator(Protocol):
     def __call__(self, path: Path) -> float: ...
 
 
+class Runner:
+    """One model on one backend: ``run(feed)`` gives every output, in the model's output order."""
+
+    def __init__(self, path: Path | str, threads: int = 2, backend: str = "onnxruntime") -> None:
+        self.backend = backend
+        if backend == "onnxruntime":
+            self._sess = session(path, threads)
+            self.output_names = [o.name for o in self._sess.get_outputs()]
+            self._runtime = None
+        else:
+            from zhisuan.runtime import load_runtime
+
+            # fp32 hint: OpenVINO would run the float parts in bf16 on avx512_bf16 CPUs otherwise;
+            # the QuantizeLinear/DequantizeLinear pairs still run as its int8 kernels.
+            self._runtime = load_runtime(path, backend, intra_op_threads=threads)
+            self.output_names = [o.name for o in self._runtime.outputs()]
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._runtime is None:
+            return self._sess.run(self.output_names, feed)
+        out = self._runtime.run(feed, self.output_names)
+        return [out[name] for name in self.output_names]
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+
 def session(path: Path | str, threads: int = 2) -> Any:
     import onnxruntime as ort
 
@@ -49,13 +77,14 @@ class OutputAgreement:
     feeds: Feeds
     kind: str  # "cosine" | "top1"
     threads: int = 2
+    backend: str = "onnxruntime"
     higher_is_better: bool = True
 
     def __post_init__(self) -> None:
         self.name = self.kind
-        sess = session(self.float_path, self.threads)
-        self._names = [o.name for o in sess.get_outputs()]
-        self._ref = [sess.run(self._names, f) for f in self.feeds]
+        runner = Runner(self.float_path, self.threads, self.backend)
+        self._ref = [runner.run(f) for f in self.feeds]
+        runner.close()
         if self.kind == "top1" and self._score(self._ref) is None:
             raise UserError("--metric top1 needs a float output whose last axis has >= 2 classes")
 
@@ -77,8 +106,9 @@ class OutputAgreement:
         return float(np.mean(values)) if values else None
 
     def __call__(self, path: Path) -> float:
-        sess = session(path, self.threads)
-        value = self._score([sess.run(self._names, f) for f in self.feeds])
+        runner = Runner(path, self.threads, self.backend)
+        value = self._score([runner.run(f) for f in self.feeds])
+        runner.close()
         if value is None:
             raise UserError(f"the model has no float outputs to score with --metric {self.kind}")
         return value
@@ -91,6 +121,7 @@ class ZooMetric:
     zoo_name: str
     threads: int = 2
     samples: int | None = None
+    backend: str = "onnxruntime"
 
     def __post_init__(self) -> None:
         from zhisuan import zoo
@@ -102,7 +133,8 @@ class ZooMetric:
     def __call__(self, path: Path) -> float:
         from zhisuan import zoo
 
-        return float(zoo.evaluate(self.zoo_name, model=path, intra_op_threads=self.threads, samples=self.samples).value)
+        return float(zoo.evaluate(self.zoo_name, model=path, runtime=self.backend, intra_op_threads=self.threads,
+                                  samples=self.samples).value)
 
 
 def drop_pct(reference: float, value: float, higher_is_better: bool = True) -> float:
@@ -112,20 +144,33 @@ def drop_pct(reference: float, value: float, higher_is_better: bool = True) -> f
     return 100.0 * loss / scale
 
 
+#: Pause before each model's turn: lets the previous session's spinning worker threads park (on a
+#: 5 ms model, medians of one file in two sessions differed by 40 % without it, 3 % with 50 ms).
+_SETTLE_S = 0.05
+
+
 def latency_ms(paths: dict[str, Path], feed: dict[str, np.ndarray], *, threads: int = 2, rounds: int = 3,
-               runs: int = 5) -> dict[str, dict[str, float]]:
-    """Median and spread of one batch's latency per model, the models interleaved round by round
-    (the machine may be shared, so interleaving keeps a slow spell from favouring one model)."""
-    sessions = {k: session(p, threads) for k, p in paths.items()}
-    for sess in sessions.values():
-        sess.run(None, feed)
+               runs: int = 5, backend: str = "onnxruntime") -> dict[str, dict[str, float]]:
+    """Median and spread of one batch's latency per model over ``rounds x runs`` runs.
+
+    The models take turns round by round (the machine may be shared, so a slow spell hits every
+    model), and each turn starts with a short pause and one untimed run: ONNX Runtime's worker
+    threads keep spinning for a while after a run, so the first runs after switching sessions
+    compete with the previous session's threads (interleaving run by run made every session but
+    the first up to 2x slower here).
+    """
+    runners = {k: Runner(p, threads, backend) for k, p in paths.items()}
     times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
-        for key, sess in sessions.items():
+        for key, runner in runners.items():
+            time.sleep(_SETTLE_S)
+            runner.run(feed)
             for _ in range(runs):
                 start = time.perf_counter()
-                sess.run(None, feed)
+                runner.run(feed)
                 times[key].append((time.perf_counter() - start) * 1000)
+    for runner in runners.values():
+        runner.close()
     return {
         k: {"median_ms": float(np.median(v)), "p10_ms": float(np.percentile(v, 10)),
             "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
