@@ -30,7 +30,9 @@ class EvalContext:
     ``device`` is the :class:`zhisuan.device.base.DeviceInfo` being evaluated (``kind`` "cpu",
     "cuda", ...). ``progress(done, total, text)`` updates the task's progress bar (a no-op when
     there is none). ``sampler`` is a running TelemetrySampler over the device when one could be
-    started, else None; tasks that report energy read their window from it.
+    started, else None; tasks that report energy read their window from it. ``work_dir`` is the
+    task's own scratch directory (``DIR/work/<task id>``, kept as evidence, e.g. LoadGen logs).
+    ``environment`` is the run's EV-1 environment record (:mod:`zhisuan.report.environment`).
     """
 
     suite: str
@@ -41,6 +43,7 @@ class EvalContext:
     sampler: Any = None
     progress: Callable[[float, float, str], None] = field(default=lambda done, total, text="": None)
     options: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_quick(self) -> bool:
@@ -66,6 +69,7 @@ class Task:
 
 
 _TASKS: dict[str, Task] = {}
+_IMPORT_ERRORS: dict[str, str] = {}
 
 
 def task(
@@ -91,7 +95,11 @@ def task(
 
 
 def registered_tasks() -> dict[str, Task]:
-    """Every task of every module under ``zhisuan.bench`` (imported on first call)."""
+    """Every task of every module under ``zhisuan.bench`` (imported on first call).
+
+    A module that fails to import does not hide the others: its error is kept in
+    :func:`import_errors` and the suite reports it as a failed item.
+    """
     import importlib
     import pkgutil
 
@@ -99,5 +107,16 @@ def registered_tasks() -> dict[str, Task]:
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         if not mod.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+            name = f"{pkg.__name__}.{mod.name}"
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # one broken task module must not stop the evaluation
+                _IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
+            else:
+                _IMPORT_ERRORS.pop(name, None)
     return dict(sorted(_TASKS.items(), key=lambda kv: (int(kv[1].clause[3:]), kv[0])))
+
+
+def import_errors() -> dict[str, str]:
+    """Task modules that could not be imported by :func:`registered_tasks`, with the error."""
+    return dict(_IMPORT_ERRORS)

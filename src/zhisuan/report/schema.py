@@ -14,14 +14,40 @@ the value and its unit, how (``method``), how often (``repeats``) and how much i
 ('pass', 0.803)
 >>> Item.skipped("EV-3.h2d.pinned", "EV-3", "Host to device, pinned", reason="no GPU").status
 'skip'
+
+Conventions for ``Item.details`` (the report's HTML and ``zhisuan report compare`` read them):
+
+``details["series"]``
+    Plot data: one dict, or a list of dicts drawn on the same axes::
+
+        {"x": [1024, 4096, ...], "y": [0.8, 2.1, ...],          # equal lengths, numbers
+         "x_label": "message size (bytes)", "y_label": "busbw (GB/s)",
+         "label": "all-reduce",                                 # legend entry (optional)
+         "kind": "line",                                        # "line" (default), "bar" or "scatter"
+         "log_x": True, "log_y": False,                         # optional axis scales
+         "hline": {"y": 42.0, "label": "peak"}}                 # optional reference line
+
+    ``x`` may hold strings (categories) for ``kind="bar"``. Each item with a series gets its own
+    plot in its clause's section.
+``details["higher_is_better"]``
+    ``True`` / ``False``: the sense of the figure for comparisons. Without it the sense comes from
+    the unit (see :func:`higher_is_better`); units that say nothing (``%``, ``count``) are neutral.
+``details["key"]``
+    ``True`` marks a headline figure for the summary table of its clause (otherwise the first
+    numeric items are shown).
+
+Values that are not JSON (numpy scalars, tuples, NaN) are made plain by :func:`plain_json`
+before a report is saved; NaN and infinities become ``None``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan.errors import UserError
@@ -30,6 +56,83 @@ SCHEMA_VERSION = "1.0"
 CLAUSES = tuple(f"EV-{i}" for i in range(1, 12))
 Status = Literal["pass", "fail", "skip"]
 STATUSES: tuple[str, ...] = ("pass", "fail", "skip")
+SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
+
+# What each clause of the standard measures (SPEC EV-1..EV-11), for headings and tables.
+CLAUSE_TITLES: dict[str, str] = {
+    "EV-1": "Test environment and device identity",
+    "EV-2": "Peak compute (dense GEMM per precision)",
+    "EV-3": "Memory and host-device bandwidth",
+    "EV-4": "Interconnect (collective communication)",
+    "EV-5": "Inference performance (MLPerf LoadGen)",
+    "EV-6": "Training performance",
+    "EV-7": "Energy efficiency",
+    "EV-8": "Compatibility",
+    "EV-9": "Reliability",
+    "EV-10": "Security",
+    "EV-11": "Report",
+}
+
+_TIME_UNITS = {"ns", "us", "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "minutes", "h", "hours"}
+_ENERGY_UNITS = {"j", "mj", "kj", "wh", "kwh", "joule", "joules"}
+_RATE_UNITS = {"qps", "fps", "gbps", "tbps", "mbps", "flops", "gflops", "tflops", "tops", "gops"}
+
+
+def higher_is_better(unit: str, details: Mapping[str, Any] | None = None) -> bool | None:
+    """The sense of a figure: True (throughput), False (latency, energy), None (neutral).
+
+    An explicit ``details["higher_is_better"]`` wins; otherwise the unit decides: rates
+    (``.../s``, FLOPS, TOPS, QPS) and efficiencies (``.../W``, ``.../J``) are higher-is-better,
+    times (``ns`` .. ``h``) and energies (``J``, ``J/sample``, ``Wh``) lower-is-better.
+
+    >>> higher_is_better("GFLOP/s"), higher_is_better("ms"), higher_is_better("J/sample")
+    (True, False, False)
+    >>> higher_is_better("samples/J"), higher_is_better("%"), higher_is_better("%", {"higher_is_better": True})
+    (True, None, True)
+    """
+    hint = (details or {}).get("higher_is_better")
+    if isinstance(hint, bool):
+        return hint
+    u = unit.strip().lower().replace(" ", "")
+    if not u:
+        return None
+    if "/w" in u or "/j" in u or u.endswith("perwatt"):
+        return True
+    if u in _ENERGY_UNITS or u.startswith(("j/", "mj/", "kj/", "wh/")):
+        return False
+    if "/s" in u or u in _RATE_UNITS or u.endswith(("flops", "flop/s", "tops", "ops/s")):
+        return True
+    if u in _TIME_UNITS or u.startswith(tuple(f"{t}/" for t in ("ns", "us", "µs", "ms", "s"))):
+        return False
+    return None
+
+
+def plain_json(obj: Any) -> Any:
+    """``obj`` as plain JSON values: numpy scalars and arrays, tuples, paths, dataclasses with
+    ``to_dict``; non-finite floats become ``None`` (JSON has no NaN).
+
+    >>> plain_json({"a": (1, float("nan")), "b": Path("x")})
+    {'a': [1, None], 'b': 'x'}
+    """
+    if obj is None or isinstance(obj, bool | str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [plain_json(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict"):
+        return plain_json(obj.to_dict())
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return plain_json(obj.tolist())
+    if hasattr(obj, "item"):
+        return plain_json(obj.item())
+    return str(obj)
 
 
 def spread_of(samples: Sequence[float]) -> dict[str, float]:
@@ -119,6 +222,17 @@ class Item:
         return cls(id=id, clause=clause, name=name, value=value, unit=unit, method=method, repeats=0,
                    spread=None, status="fail", reason=reason, details=dict(details or {}))
 
+    @property
+    def higher_is_better(self) -> bool | None:
+        """The sense of this figure for comparisons (see :func:`higher_is_better`)."""
+        return higher_is_better(self.unit, self.details)
+
+    @property
+    def is_numeric(self) -> bool:
+        return isinstance(self.value, int | float) and not isinstance(self.value, bool) and math.isfinite(
+            float(self.value)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -130,7 +244,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Report:
-    """``report.json``: schema version, environment record (EV-1), suite, items."""
+    """``report.json``: schema version, environment record (EV-1), suite, items.
+
+    ``telemetry`` holds the device's telemetry over the whole run when a sampler could run:
+    ``{"interval_s", "device", "summary", "series": {"t_s": [...], "utilization_pct": [...],
+    "power_w": [...], "temperature_c": [...], "clock_mhz": [...]}, "unavailable": {...}}``.
+    """
 
     schema_version: str
     suite: str
@@ -139,6 +258,7 @@ class Report:
     started_at: str
     finished_at: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    telemetry: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,8 +268,18 @@ class Report:
             "finished_at": self.finished_at,
             "environment": self.environment,
             "summary": self.summary or summarize(self.items),
+            "telemetry": self.telemetry,
             "items": [i.to_dict() for i in self.items],
         }
+
+    def clause_items(self, clause: str) -> list[Item]:
+        return [i for i in self.items if i.clause == clause]
+
+    @property
+    def device_name(self) -> str:
+        """The device under test as the environment record names it."""
+        device = self.environment.get("device") or {}
+        return str(device.get("name") or device.get("id") or "unknown device")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -165,6 +295,7 @@ class Report:
             items=tuple(Item.from_dict(i) for i in data["items"]),
             started_at=str(data.get("started_at", "")), finished_at=data.get("finished_at"),
             summary=dict(data.get("summary") or {}),
+            telemetry=dict(data.get("telemetry") or {}),
         )
 
 
@@ -176,3 +307,60 @@ def summarize(items: Iterable[Item]) -> dict[str, Any]:
         total[item.status] += 1
         per_clause.setdefault(item.clause, {s: 0 for s in STATUSES})[item.status] += 1
     return {"counts": total, "clauses": dict(sorted(per_clause.items(), key=lambda kv: int(kv[0][3:])))}
+
+
+def load_report(path: str | Path) -> Report:
+    """Read a ``report.json``; a missing, unreadable or foreign file is a :class:`UserError`."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no such report: {p}") from None
+    except IsADirectoryError:
+        raise UserError(f"{p} is a directory; give the report.json inside it") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {p}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{p} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    try:
+        return Report.from_dict(data)
+    except TypeError as exc:  # a field of the wrong shape
+        raise UserError(f"{p} is not a valid zhisuan report: {exc}") from None
+    except UserError as exc:
+        raise UserError(f"{p}: {exc}") from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``report.json``, shipped as ``report.schema.json``."""
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def validate_report(data: Mapping[str, Any]) -> list[str]:
+    """Problems of a ``report.json`` document against :func:`json_schema`; empty when valid.
+
+    Uses the ``jsonschema`` package (draft 2020-12), then checks what a schema cannot say: each
+    item id belongs to its clause and item ids are unique.
+
+    >>> validate_report({"schema_version": "1.0"})[0]
+    "'suite' is a required property (at /)"
+    """
+    try:
+        import jsonschema
+    except ImportError as exc:
+        raise UserError("validating a report needs the jsonschema package (pip install jsonschema)") from exc
+    validator = jsonschema.Draft202012Validator(json_schema())
+    problems = [
+        f"{e.message} (at /{'/'.join(str(p) for p in e.absolute_path)})"
+        for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    seen: set[str] = set()
+    for item in data.get("items") or []:
+        if not isinstance(item, Mapping):
+            continue
+        item_id, clause = str(item.get("id", "")), str(item.get("clause", ""))
+        if not (item_id == clause or item_id.startswith(clause + ".")):
+            problems.append(f"item {item_id!r} is not in its clause {clause!r} (ids start with the clause)")
+        if item_id in seen:
+            problems.append(f"item id {item_id!r} appears twice")
+        seen.add(item_id)
+    return problems
