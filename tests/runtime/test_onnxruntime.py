@@ -132,3 +132,20 @@ def test_wrong_input_names(mlp) -> None:
     with pytest.raises(UserError, match=r"missing \['x'\]; unknown \['input'\]") as info:
         rt.run({"input": np.zeros((1, 4), np.float32)})
     assert "\n" not in str(info.value)
+
+
+def test_session_config_entries_reach_the_session(monkeypatch, mlp) -> None:
+    seen: list[tuple[str, str]] = []
+    real = ort.SessionOptions
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def add_session_config_entry(self, key: str, value: str) -> None:
+            seen.append((key, value))
+            super().add_session_config_entry(key, value)
+
+    monkeypatch.setattr(ort, "SessionOptions", Recording)
+    config = {"session.intra_op.allow_spinning": 0}
+    with load_runtime(mlp.path, "onnxruntime", intra_op_threads=1, session_config=config) as rt:
+        out = rt.run(mlp.feeds)
+    assert seen == [("session.intra_op.allow_spinning", "0")]
+    np.testing.assert_allclose(out["y"], mlp.reference(mlp.feeds)["y"], rtol=1e-5, atol=1e-5)

@@ -97,6 +97,19 @@ def test_embedding_ignores_padding_and_is_unit_length() -> None:
     assert not torch.allclose(alone, one_masked, atol=1e-3)  # the mask reaches attention and pooling
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_copy_runs_in_its_own_dtype(dtype) -> None:
+    module = _tiny_encoder()
+    ids = torch.tensor([[1, 5, 7, 9, 2, 0, 0], [1, 3, 4, 6, 8, 10, 2]])
+    mask = (torch.arange(7)[None] < torch.tensor([[5], [7]])).long()
+    with torch.inference_mode():
+        reference = module(ids, mask)
+        half = module.to(dtype)(ids, mask)
+    assert half.dtype == dtype
+    cosine = torch.nn.functional.cosine_similarity(half.float(), reference, dim=1)
+    assert (cosine > 0.99).all(), cosine
+
+
 # --- metric and data ----------------------------------------------------------------------------------
 
 

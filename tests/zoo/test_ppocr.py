@@ -20,7 +20,6 @@ from zhisuan.runtime import backend_names
 from zhisuan.zoo.data.text_render import FONT_NAMES, random_text
 from zhisuan.zoo.models import ppocr
 from zhisuan.zoo.models.ppocr import (
-    _line_tensor,
     box_iou,
     character_error_rate,
     ctc_greedy_decode,
@@ -28,6 +27,7 @@ from zhisuan.zoo.models.ppocr import (
     det_tensor,
     detection_scores,
     levenshtein,
+    line_tensor,
     match_boxes,
     normalize_text,
 )
@@ -117,7 +117,7 @@ def test_det_tensor_scales_the_short_side_to_736_in_multiples_of_32() -> None:
 def test_line_tensor_keeps_aspect_and_pads_right_with_zero() -> None:
     image = np.zeros((24, 60, 3), dtype=np.uint8)
     image[:, :, 0] = 255  # red in RGB -> last channel in BGR
-    x = _line_tensor(image, 48, 320)
+    x = line_tensor(image, 48, 320)
     assert x.shape == (3, 48, 320)
     np.testing.assert_allclose(x[2, :, :120], 1.0, atol=1e-6)
     np.testing.assert_allclose(x[0, :, :120], -1.0, atol=1e-6)

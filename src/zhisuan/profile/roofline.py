@@ -101,6 +101,23 @@ def theoretical_peak_gflops(cores: int, flags: set[str] | None = None) -> tuple[
     return gflops, basis
 
 
+def _theoretical_fp32(cores: int) -> tuple[float | None, str]:
+    """EV-2's theoretical FP32 peak of the host CPU (measured clock, per-core FMA units by
+    microarchitecture, see :mod:`zhisuan.bench.peak`); the simpler estimate above if that fails."""
+    try:
+        from zhisuan.bench.peak import theoretical_peak
+        from zhisuan.device.cpu import CpuProvider
+
+        device = CpuProvider().discover().devices[0]
+        estimate = theoretical_peak(device, "fp32", cores=cores)
+    except Exception as exc:  # a peak is context for the roofline, never a reason to fail a profile
+        gflops, basis = theoretical_peak_gflops(cores)
+        return gflops, f"{basis} (zhisuan.bench.peak failed: {exc})"
+    if estimate.ops_per_s is None:
+        return theoretical_peak_gflops(cores)
+    return estimate.ops_per_s / 1e9, f"theoretical: {estimate.formula}"
+
+
 @cache
 def device_peaks(threads: int | None = None) -> DevicePeaks:
     """Measured FP32 matmul GFLOP/s and triad GB/s on this machine (cached per process)."""
@@ -132,7 +149,7 @@ def device_peaks(threads: int | None = None) -> DevicePeaks:
         bandwidth = 3 * 4 * _TRIAD_ELEMENTS / best / 1e9
     finally:
         torch.set_num_threads(previous)
-    theoretical, basis = theoretical_peak_gflops(cores)
+    theoretical, basis = _theoretical_fp32(cores)
     method = (f"best of 5: torch.mm {_MATMUL_N}^3 FP32; triad a=b+3c over {_TRIAD_ELEMENTS} FP32 elements "
               f"(12 bytes/element); {threads} threads")
     return DevicePeaks(gflops, bandwidth, theoretical, basis, method, threads)

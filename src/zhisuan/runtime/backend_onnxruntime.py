@@ -131,6 +131,13 @@ class OnnxRuntimeRunner(RunnerBase):
             prefix = options.extra.get("profile_file_prefix")
             if prefix:
                 sess_options.profile_file_prefix = str(prefix)
+        # ORT session config entries, e.g. {"session.intra_op.allow_spinning": "0"} for servers that
+        # share cores between sessions (spinning worker threads then steal the other session's time).
+        for key, value in dict(options.extra.get("session_config") or {}).items():
+            try:
+                sess_options.add_session_config_entry(str(key), str(value))
+            except Exception as exc:  # ORT raises its own Fail type for a malformed entry
+                raise UserError(f"onnxruntime refused session config {key}={value}: {exc}") from None
         sess_options.log_severity_level = 3
         source = model if isinstance(model, bytes) else str(model)
         if not isinstance(model, bytes) and not Path(model).is_file():

@@ -230,9 +230,11 @@ def _modules() -> dict[str, type]:
             self.encoder = Encoder(c)
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            mask = attention_mask.to(torch.float32)
+            embedded = self.embeddings(input_ids)
+            # The mask in the model's own dtype, so a bf16/fp16 copy of the model runs in that dtype.
+            mask = attention_mask.to(embedded.dtype)
             mask_bias = ((1.0 - mask) * _MASK_VALUE)[:, None, None, :]  # [batch, 1, 1, seq]
-            tokens = self.encoder(self.embeddings(input_ids), mask_bias)
+            tokens = self.encoder(embedded, mask_bias)
             summed = (tokens * mask.unsqueeze(-1)).sum(dim=1)
             counts = mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
             return F.normalize(summed / counts, p=2.0, dim=1, eps=1e-12)
