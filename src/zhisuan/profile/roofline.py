@@ -115,7 +115,8 @@ def _theoretical_fp32(cores: int) -> tuple[float | None, str]:
         return gflops, f"{basis} (zhisuan.bench.peak failed: {exc})"
     if estimate.ops_per_s is None:
         return theoretical_peak_gflops(cores)
-    return estimate.ops_per_s / 1e9, f"theoretical: {estimate.formula}"
+    assumed = f"; assumed: {'; '.join(estimate.assumptions)}" if estimate.assumptions else ""
+    return estimate.ops_per_s / 1e9, f"theoretical: {estimate.formula}{assumed}"
 
 
 @cache
