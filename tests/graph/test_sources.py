@@ -46,6 +46,22 @@ def test_sample_inputs_random_and_npz(model_path: Path, tmp_path: Path) -> None:
         sample_inputs(model_path, data=tmp_path / "a.npz", random=2)
 
 
+def test_a_zoo_model_is_verified_on_its_realistic_inputs(model_path: Path, monkeypatch) -> None:
+    from zhisuan.quantize import calibration
+
+    calls = []
+
+    def fake_zoo_feeds(name, *, batches, seed):
+        calls.append((name, batches, seed))
+        return [{"x": np.full((1, 3), 7.0, np.float32)}] if name == "known" else None
+
+    monkeypatch.setattr(calibration, "zoo_feeds", fake_zoo_feeds)
+    assert sample_inputs(model_path, zoo_name="known")[0]["x"][0, 0] == 7.0
+    assert calls == [("known", 1, calibration.METRIC_SEED)]
+    assert sample_inputs(model_path, zoo_name="unknown")[0]["x"].dtype == np.float32  # random fallback
+    assert sample_inputs(model_path, random=2, zoo_name="known")[0]["x"][0, 0] != 7.0  # --random wins
+
+
 def test_agreement_metrics() -> None:
     ref = np.array([[1.0, 3.0, 2.0], [0.5, 0.1, 0.2]], np.float32)
     same = agreement(ref, ref.copy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import helper, numpy_helper
 from optimize_helpers import const, f32, make_model
 
@@ -204,3 +205,24 @@ def test_fold_constants_keeps_shared_weight_unduplicated(rng, same_outputs):
     result = optimize_model(model, ["fold-constants", "eliminate-dead"])
     assert "Transpose" in ops(result.model) and len(result.model.graph.initializer) == 1
     same_outputs(model, result.model, {"ids": np.array([3, 7], np.int64)})
+
+
+def test_strip_value_info_reaches_if_branches_and_keeps_their_signatures(rng, same_outputs):
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        nodes = [helper.make_node(op, ["x", "x"], ["t"]), helper.make_node("Relu", ["t"], [f"{name}_out"])]
+        return helper.make_graph(nodes, name, [], [f32(f"{name}_out", [3])], value_info=[f32("t", [3])])
+
+    cond = helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0)
+    positive = helper.make_node("Greater", ["s", "zero"], ["c"])
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch("then", "Add"), else_branch=branch("else", "Mul"))
+    model = make_model([cond, positive, node], [f32("x", [3])], [f32("y", [3])],
+                       [numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    model.graph.value_info.append(f32("s", []))
+    result = optimize_model(model, ["strip-value-info"])
+    report = next(p for p in result.passes if p.name == "strip-value-info")
+    assert report.counts == {"value_info_removed": 1, "subgraph_value_info_removed": 2}
+    stripped = result.model.graph.node[2]
+    for attr in stripped.attribute:
+        assert len(attr.g.value_info) == 0 and [o.name for o in attr.g.output] == [f"{attr.g.name}_out"]
+    for x in (np.array([1, 2, 3], np.float32), np.array([-1, -2, 0.5], np.float32)):
+        same_outputs(model, result.model, {"x": x})

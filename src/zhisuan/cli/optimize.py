@@ -59,7 +59,8 @@ def optimize_cmd(
     path = resolve_model(model)
     proto = load_model(path)
     names = [p.strip() for p in passes.split(",") if p.strip()] if passes is not None else None
-    feeds = sample_inputs(proto, data=data, random=random) if verify and (data or random) else None
+    zoo_name = model if Path(model) != path else None  # a zoo name: verify on its realistic inputs
+    feeds = sample_inputs(proto, data=data, random=random, zoo_name=zoo_name) if verify and (data or random or zoo_name) else None
     with status(f"optimizing {path.name}", enabled=not json_out):
         result = optimize_model(
             proto, names, opset=opset, verify=verify, feeds=feeds, rtol=rtol, atol=atol, target=target,

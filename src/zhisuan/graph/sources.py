@@ -32,11 +32,14 @@ def sample_inputs(
     seed: int = 0,
     batch: int = 1,
     dim_values: dict[str, int] | None = None,
+    zoo_name: str | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Inputs for ``model``: the ``.npz`` file(s) at ``data``, or ``random`` seeded random batches.
 
-    ``data`` and ``random`` are exclusive; with neither, one random batch is made. Arrays from
-    files are checked against the model's signature (names, dtypes, ranks).
+    ``data`` and ``random`` are exclusive; with neither, a zoo model (``zoo_name``) gets one batch
+    of realistic inputs made like its evaluation set (random values are not valid inputs for
+    every model: Silero VAD's ``sr`` must be a sample rate), anything else one random batch.
+    Arrays from files are checked against the model's signature (names, dtypes, ranks).
     """
     from zhisuan.runtime.feeds import load_feeds, random_feeds
     from zhisuan.runtime.onnx_signature import onnx_signature
@@ -57,4 +60,10 @@ def sample_inputs(
         if not feeds:
             raise UserError(f"no .npz inputs found in {data}")
         return feeds
+    if random is None and zoo_name is not None:
+        from zhisuan.quantize.calibration import METRIC_SEED, zoo_feeds
+
+        realistic = zoo_feeds(zoo_name, batches=1, seed=METRIC_SEED)
+        if realistic:
+            return realistic[:1]
     return [random_feeds(inputs, batch=batch, seed=seed + i, dim_values=dim_values) for i in range(random or 1)]
