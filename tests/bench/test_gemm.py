@@ -53,8 +53,31 @@ def test_cpu_gemm_float(precision: str) -> None:
     result = measure_gemm_cpu(precision, size=128, repeats=3, threads=1, min_repeat_s=0.02)
     assert len(result.samples_tflops) == 3 and all(s > 0 for s in result.samples_tflops)
     assert result.unit == "TFLOP/s" and result.flops_per_gemm == 2 * 128**3
-    assert "torch.matmul" in result.backend
+    if precision == "fp32":  # both libraries probed, the faster one measured
+        probe = result.details["fp32_library_probe_gflops"]
+        assert len(probe) == 2 and result.backend in probe
+        assert result.backend == max(probe, key=probe.get)
+    else:
+        assert "torch.matmul" in result.backend
     assert 0 < result.tflops < 100  # a CPU core is not a data centre
+
+
+def test_fp32_numpy_blas_pool_is_limited_while_measuring_and_restored(monkeypatch) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    seen = []
+    import zhisuan.bench.gemm as G
+
+    real = G._probe_gflops
+
+    def probe(step, n, calls=3):
+        seen.append([i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"])
+        return real(step, n, calls)
+
+    monkeypatch.setattr(G, "_probe_gflops", probe)
+    measure_gemm_cpu("fp32", size=64, repeats=1, threads=1, min_repeat_s=0.01)
+    assert seen and all(all(t == 1 for t in s) for s in seen)
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == before
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
