@@ -219,6 +219,15 @@ def test_model_item_fails_with_the_failing_cells() -> None:
     assert len(item.details["table"]["rows"]) == 3
 
 
+def test_a_model_a_runtime_cannot_load_is_a_coverage_gap_not_a_failure() -> None:
+    cells = [compat.MatrixCell("m", "onnxruntime", "fp32", "match", 1.0),
+             compat.MatrixCell("m", "openvino", "fp32", "load_error", None, detail="Conversion is failed for: Conv-16"),
+             compat.MatrixCell("m", "torch", "fp32", "run_error", None, detail="dtype")]
+    item = compat._model_item("m", cells, "cpu")
+    assert item.status == "pass" and item.value == pytest.approx(100 / 3)
+    assert item.reason.startswith("not supported here") and "openvino fp32: load_error (Conversion is failed" in item.reason
+
+
 def test_operator_task_on_a_small_store(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compat, "case_store", lambda **kw: store)
     monkeypatch.setattr(compat, "SWEEP_BACKENDS", ("onnxruntime",))
