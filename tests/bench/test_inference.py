@@ -180,3 +180,15 @@ def test_model_task_on_minilm_runs_four_scenarios_and_checks_accuracy(tmp_path: 
     energy = items["EV-7.inference.minilm-l6.energy"]
     assert energy.status == "skip" and "sampler" in energy.reason
     assert (tmp_path / "loadgen-minilm-l6-onnxruntime" / "accuracy" / "mlperf_log_accuracy.json").is_file()
+
+
+def test_ort_threads_stop_spinning_only_when_they_take_every_core_in_a_latency_scenario(monkeypatch) -> None:
+    from zhisuan.bench import inference as I
+
+    monkeypatch.setattr(I.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert I.no_spinning("onnxruntime", "cpu", ["offline", "server"], None)
+    assert I.no_spinning("onnxruntime", "cpu", ["singlestream"], 2)
+    assert not I.no_spinning("onnxruntime", "cpu", ["offline"], None)  # back-to-back runs: spinning pays
+    assert not I.no_spinning("onnxruntime", "cpu", ["server"], 1)  # a core is left for LoadGen
+    assert not I.no_spinning("openvino", "cpu", ["server"], None)
+    assert not I.no_spinning("onnxruntime", "cuda", ["server"], None)

@@ -133,7 +133,8 @@ class OnnxRuntimeRunner(RunnerBase):
                 sess_options.profile_file_prefix = str(prefix)
         # ORT session config entries, e.g. {"session.intra_op.allow_spinning": "0"} for servers that
         # share cores between sessions (spinning worker threads then steal the other session's time).
-        for key, value in dict(options.extra.get("session_config") or {}).items():
+        session_config = {str(k): str(v) for k, v in dict(options.extra.get("session_config") or {}).items()}
+        for key, value in session_config.items():
             try:
                 sess_options.add_session_config_entry(str(key), str(value))
             except Exception as exc:  # ORT raises its own Fail type for a malformed entry
@@ -157,7 +158,8 @@ class OnnxRuntimeRunner(RunnerBase):
             if options.precision is Precision.FP16 else "as stored in the model",
             intra_op_threads=options.intra_op_threads if options.intra_op_threads is not None else _default_threads(),
             inter_op_threads=options.inter_op_threads,
-            details={"providers": used, "requested_provider": provider},
+            details={"providers": used, "requested_provider": provider,
+                     **({"session_config": session_config} if session_config else {})},
         )
         self._inputs = [_spec(a) for a in self._session.get_inputs()]
         self._outputs = [_spec(a) for a in self._session.get_outputs()]
