@@ -302,8 +302,10 @@ def _finish(
     else:
         progress("building a TensorRT engine")
         staged = [targets.write_tensorrt(built.onnx_path, stage, "model" + out.suffix)]
-    if staged[0].suffix == ".onnx":
+    if staged[0].suffix == ".onnx" and built.kind != "torch":
         # Names are kept by every ONNX step here, so the map is the identity on the names that survive.
+        # A PyTorch source has no tensor graph to map from: no map is written (a map of the graph's
+        # inputs and outputs alone would make later steps' composed maps just as empty).
         result_model = load_model(staged[0])
         write_name_map(result_model, NameMap.identity(sorted(built.source_names & tensor_names(result_model))))
         save_model(result_model, staged[0])
