@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -515,129 +515,120 @@ def _routes(app: FastAPI, hub: ModelHub, config: ServerConfig) -> None:
         return Response(hub.metrics.render(), media_type=CONTENT_TYPE)
 
     # --- management: repository extension and rollouts -------------------------------------
-    async def repository_index(request: Request) -> Response:
-        try:
-            _authorize(request, config.token)
-            body = await _json_body(request, limit, optional=True)
-            only_ready = bool(body.get("ready", False)) if isinstance(body, dict) else False
-            index = []
-            for name in hub.repo.names():
-                loaded = hub.models.get(name, {})
-                for v in hub.repo.versions(name):
-                    lv = loaded.get(v)
-                    state = "READY" if lv is not None and lv.ready else "UNAVAILABLE"
-                    if only_ready and state != "READY":
-                        continue
-                    entry = {"name": name, "version": str(v), "state": state}
-                    if lv is None:
-                        entry["reason"] = "unloaded"
-                    index.append(entry)
-            return _json(index)
-        except ServeError as exc:
-            return _error(exc, None)
+    def managed(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """A management endpoint: the bearer token is checked first; a ServeError becomes its JSON error."""
 
+        async def endpoint(request: Request) -> Response:
+            try:
+                _authorize(request, config.token)
+                return await handler(request)
+            except ServeError as exc:
+                return _error(exc, None)
+
+        return endpoint
+
+    @managed
+    async def repository_index(request: Request) -> Response:
+        body = await _json_body(request, limit, optional=True)
+        only_ready = bool(body.get("ready", False)) if isinstance(body, dict) else False
+        index = []
+        for name in hub.repo.names():
+            loaded = hub.models.get(name, {})
+            for v in hub.repo.versions(name):
+                lv = loaded.get(v)
+                state = "READY" if lv is not None and lv.ready else "UNAVAILABLE"
+                if only_ready and state != "READY":
+                    continue
+                entry = {"name": name, "version": str(v), "state": state}
+                if lv is None:
+                    entry["reason"] = "unloaded"
+                index.append(entry)
+        return _json(index)
+
+    @managed
     async def repository_load(request: Request) -> Response:
         model = request.path_params["model"]
+        await _json_body(request, limit, optional=True)
+        saved = hub._read_rollout_state().get(model)
         try:
-            _authorize(request, config.token)
-            await _json_body(request, limit, optional=True)
-            saved = hub._read_rollout_state().get(model)
-            try:
-                new = await hub.load(model, saved=saved)
-            except ServeError:
-                raise
-            except UserError as exc:
-                raise ServeError(400, f"failed to load {model!r}: {exc}") from None
-            return _json({"model": model, "loaded_versions": [str(v) for v in new],
-                          "versions": [str(v) for v in hub.models.get(model, {})]})
-        except ServeError as exc:
-            return _error(exc, None)
+            new = await hub.load(model, saved=saved)
+        except ServeError:
+            raise
+        except UserError as exc:
+            raise ServeError(400, f"failed to load {model!r}: {exc}") from None
+        return _json({"model": model, "loaded_versions": [str(v) for v in new],
+                      "versions": [str(v) for v in hub.models.get(model, {})]})
 
+    @managed
     async def repository_unload(request: Request) -> Response:
         model = request.path_params["model"]
-        try:
-            _authorize(request, config.token)
-            await _json_body(request, limit, optional=True)
-            versions = await hub.unload(model)
-            return _json({"model": model, "unloaded_versions": [str(v) for v in versions]})
-        except ServeError as exc:
-            return _error(exc, None)
+        await _json_body(request, limit, optional=True)
+        versions = await hub.unload(model)
+        return _json({"model": model, "unloaded_versions": [str(v) for v in versions]})
 
+    @managed
     async def rollout_status(request: Request) -> Response:
         model = request.path_params["model"]
-        try:
-            _authorize(request, config.token)
-            hub.model(model)
-            return _json(hub.rollouts[model].status())
-        except ServeError as exc:
-            return _error(exc, None)
+        hub.model(model)
+        return _json(hub.rollouts[model].status())
 
+    @managed
     async def rollout_set(request: Request) -> Response:
         model = request.path_params["model"]
+        hub.model(model)
+        body = await _json_body(request, limit)
+        if not isinstance(body, dict) or not ({"weights", "policy"} & set(body)):
+            raise ServeError(400, 'expected {"weights": {"1": 80, "2": 20}, "policy": {...}} (either or both)')
+        unknown = set(body) - {"weights", "policy", "reason"}
+        if unknown:
+            raise ServeError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        rollout = hub.rollouts[model]
         try:
-            _authorize(request, config.token)
-            hub.model(model)
-            body = await _json_body(request, limit)
-            if not isinstance(body, dict) or not ({"weights", "policy"} & set(body)):
-                raise ServeError(400, 'expected {"weights": {"1": 80, "2": 20}, "policy": {...}} (either or both)')
-            unknown = set(body) - {"weights", "policy", "reason"}
-            if unknown:
-                raise ServeError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
-            rollout = hub.rollouts[model]
-            try:
-                policy = None
-                if body.get("policy") is not None:
-                    if not isinstance(body["policy"], dict):
-                        raise UserError("'policy' must be an object")
-                    policy = with_policy_overrides(rollout.policy, body["policy"])
-                if body.get("weights") is not None:
-                    rollout.set_weights(parse_weights(body["weights"]), policy=policy,
-                                        reason=str(body.get("reason") or "set by operator")[:200])
-                elif policy is not None:
-                    rollout.set_policy(policy)
-            except ServeError:
-                raise
-            except UserError as exc:
-                raise ServeError(400, str(exc)) from None
-            hub.save_rollouts()
-            log.info("rollout %s: weights %s", model, rollout.weights)
-            return _json(rollout.status())
-        except ServeError as exc:
-            return _error(exc, None)
+            policy = None
+            if body.get("policy") is not None:
+                if not isinstance(body["policy"], dict):
+                    raise UserError("'policy' must be an object")
+                policy = with_policy_overrides(rollout.policy, body["policy"])
+            if body.get("weights") is not None:
+                rollout.set_weights(parse_weights(body["weights"]), policy=policy,
+                                    reason=str(body.get("reason") or "set by operator")[:200])
+            elif policy is not None:
+                rollout.set_policy(policy)
+        except ServeError:
+            raise
+        except UserError as exc:
+            raise ServeError(400, str(exc)) from None
+        hub.save_rollouts()
+        log.info("rollout %s: weights %s", model, rollout.weights)
+        return _json(rollout.status())
 
+    @managed
     async def rollout_promote(request: Request) -> Response:
         model = request.path_params["model"]
+        hub.model(model)
+        body = await _json_body(request, limit)
+        version = body.get("version") if isinstance(body, dict) else None
         try:
-            _authorize(request, config.token)
-            hub.model(model)
-            body = await _json_body(request, limit)
-            version = body.get("version") if isinstance(body, dict) else None
-            try:
-                rollout = hub.rollouts[model]
-                rollout.promote(int(version))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise ServeError(400, 'expected {"version": N}') from None
-            except UserError as exc:
-                raise ServeError(400, str(exc)) from None
-            hub.save_rollouts()
-            log.info("rollout %s: promoted version %s", model, version)
-            return _json(rollout.status())
-        except ServeError as exc:
-            return _error(exc, None)
+            rollout = hub.rollouts[model]
+            rollout.promote(int(version))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ServeError(400, 'expected {"version": N}') from None
+        except UserError as exc:
+            raise ServeError(400, str(exc)) from None
+        hub.save_rollouts()
+        log.info("rollout %s: promoted version %s", model, version)
+        return _json(rollout.status())
 
+    @managed
     async def rollout_rollback(request: Request) -> Response:
         model = request.path_params["model"]
-        try:
-            _authorize(request, config.token)
-            hub.model(model)
-            await _json_body(request, limit, optional=True)
-            rollout = hub.rollouts[model]
-            rollout.rollback()
-            hub.save_rollouts()
-            log.info("rollout %s: rolled back to %s", model, rollout.weights)
-            return _json(rollout.status())
-        except ServeError as exc:
-            return _error(exc, None)
+        hub.model(model)
+        await _json_body(request, limit, optional=True)
+        rollout = hub.rollouts[model]
+        rollout.rollback()
+        hub.save_rollouts()
+        log.info("rollout %s: rolled back to %s", model, rollout.weights)
+        return _json(rollout.status())
 
     get, post = ["GET"], ["POST"]
     add = app.router.add_route  # plain Starlette routes: no per-request parameter resolution
