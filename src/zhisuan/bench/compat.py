@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan.bench._process import exit_text
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
 from zhisuan.report.schema import Item
@@ -561,11 +562,11 @@ class BackendSweep:
         self._read_events()
         code = self._proc.returncode
         if self._current is not None and self._current not in self.results:
-            why = crashed_because or f"the {self.backend} process died with {_exit_text(code)}"
+            why = crashed_because or f"the {self.backend} process died with {exit_text(code)}"
             self.results[self._current] = CaseResult(self._current, "crash", why)
             self.restarts += 1
         elif code != 0 and crashed_because is None and self.remaining():
-            raise InternalError(f"the {self.backend} sweep process exited with {_exit_text(code)} between cases")
+            raise InternalError(f"the {self.backend} sweep process exited with {exit_text(code)} between cases")
         self._proc = None
         self._current = None
         if self._log is not None:
@@ -594,17 +595,6 @@ class BackendSweep:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def _exit_text(code: int | None) -> str:
-    if code is not None and code < 0:
-        import signal
-
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit status {code}"
 
 
 def run_sweeps(sweeps: Sequence[BackendSweep], *, progress: Callable[[int, int], None] | None = None,

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan.bench._process import exit_text
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
 from zhisuan.report.schema import Item
@@ -559,14 +560,14 @@ def recovery_checks(
     crashed = subprocess.run([sys.executable, "-c", _CRASHING_CHILD, kind, str(index)], capture_output=True,
                              timeout=timeout_s, check=False)
     failed = crashed.returncode == -signal.SIGSEGV
-    error = f"the child exited with {_exit_text(crashed.returncode)}"
+    error = f"the child exited with {exit_text(crashed.returncode)}"
     ok, diff, note = follow_up()
     checked = subprocess.run([sys.executable, "-c", _CHECK_CHILD, kind, str(index)], capture_output=True,
                              timeout=timeout_s, check=False)
     child = ""
     if checked.returncode != 0:
         ok = False
-        child = f"a fresh process could not use the device: {_exit_text(checked.returncode)}"
+        child = f"a fresh process could not use the device: {exit_text(checked.returncode)}"
     else:
         report = json.loads(checked.stdout.decode().strip().splitlines()[-1])
         child = (f"a fresh process then ran a 512x512 FP32 GEMM: {report['beyond_bound']} elements beyond the "
@@ -601,15 +602,6 @@ def _oversized_allocation(kind: str, index: int) -> None:
         torch.empty(2 * total, dtype=torch.uint8, device=torch.device("cuda", index))
     else:
         np.empty(1 << 50, dtype=np.uint8)  # 1 PiB: beyond any address space a process gets
-
-
-def _exit_text(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit status {code}"
 
 
 # ---------------------------------------------------------------------------------------------
