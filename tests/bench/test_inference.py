@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -185,7 +186,7 @@ def test_model_task_on_minilm_runs_four_scenarios_and_checks_accuracy(tmp_path: 
 def test_ort_threads_stop_spinning_only_when_they_take_every_core_in_a_latency_scenario(monkeypatch) -> None:
     from zhisuan.bench import inference as I
 
-    monkeypatch.setattr(I.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert I.no_spinning("onnxruntime", "cpu", ["offline", "server"], None)
     assert I.no_spinning("onnxruntime", "cpu", ["singlestream"], 2)
     assert not I.no_spinning("onnxruntime", "cpu", ["offline"], None)  # back-to-back runs: spinning pays

@@ -300,11 +300,10 @@ def test_zoo_efficientnet_defaults_match_the_zoo_preprocessing(tmp_path: Path) -
 
 def test_onnxruntime_threads_covering_every_core_do_not_spin(tiny: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import zhisuan.serve.package as P
 
     pack(tiny, tmp_path / "pkg", name="tiny")
     loaded = load_package(tmp_path / "pkg")
-    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     with loaded.open_runner(threads=4) as runner:
         assert runner.info.details["session_config"] == {"session.intra_op.allow_spinning": "0"}
     with loaded.open_runner() as runner:  # the default pool has a thread per core

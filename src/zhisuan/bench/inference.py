@@ -19,7 +19,6 @@ The suite tasks (``EV-5.<model>``) run the four scenarios plus the accuracy pass
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -196,16 +195,14 @@ LATENCY_SCENARIOS = frozenset({"singlestream", "multistream", "server"})
 
 
 def no_spinning(runtime: str, device: str, scenarios: Sequence[str], threads: int | None) -> bool:
-    """Whether ONNX Runtime's intra-op threads should sleep instead of spinning when idle.
+    """Whether ONNX Runtime's intra-op threads should sleep instead of spinning when idle: in the
+    latency scenarios, on a CPU, when they take every core (see
+    :func:`zhisuan.runtime.backend_onnxruntime.idle_pool_config`; 1 of 3 efficientnet-lite0 Server
+    runs VALID first time with spinning on 2 cores, 3 of 3 without)."""
+    from zhisuan.runtime.backend_onnxruntime import idle_pool_config
 
-    Spinning (ORT's default) wins a little throughput in back-to-back runs, but when the intra-op
-    threads occupy every core, a spinning pool starves LoadGen's issue and completion threads
-    during the gaps of the latency scenarios: measured here on 2 cores, efficientnet-lite0 Server
-    runs had a p99 of 40-55 ms with spinning (1 of 3 VALID first time) and 19-22 ms without (3 of 3).
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return (runtime == "onnxruntime" and not device.startswith(("cuda", "tensorrt"))
-            and bool(LATENCY_SCENARIOS.intersection(scenarios)) and (threads is None or threads >= cores))
+            and bool(LATENCY_SCENARIOS.intersection(scenarios)) and bool(idle_pool_config(threads)))
 
 
 def _load(model: str, runtime: str, *, precision: str, device: str, threads: int | None,
@@ -226,7 +223,7 @@ def _load(model: str, runtime: str, *, precision: str, device: str, threads: int
         from zhisuan.graph.sources import resolve_model
 
         target = resolve_model(model)
-    extra = {} if spin else {"session_config": {"session.intra_op.allow_spinning": "0"}}
+    extra = {} if spin else {"session_config": {"session.intra_op.allow_spinning": "0"}}  # see no_spinning
     return load_runtime(target, runtime, device=device, precision=precision, intra_op_threads=threads,
                         **extra), zoo_name
 

@@ -51,6 +51,13 @@ class CpuInfoText:
     mhz: float | None
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def parse_cpuinfo(text: str) -> CpuInfoText:
     """Parse ``/proc/cpuinfo`` text (x86 ``flags`` or Arm ``Features``).
 

@@ -13,7 +13,6 @@ element, 64 MiB per array so it does not fit in cache). Measured once per proces
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -124,7 +123,9 @@ def device_peaks(threads: int | None = None) -> DevicePeaks:
     """Measured FP32 matmul GFLOP/s and triad GB/s on this machine (cached per process)."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from zhisuan.device.cpu import usable_cpus
+
+    cores = usable_cpus()
     threads = threads or cores
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -332,11 +332,11 @@ class Package:
             _verify_files(self.path, {f: self.manifest.checksums[f] for f in model_files})
             source = self.model_path
         extra: dict[str, Any] = {}
-        if runtime == "onnxruntime" and _takes_every_core(threads):
-            # Served batches arrive with gaps; a spinning intra-op pool on every core starves the
-            # HTTP event loop and the batcher in those gaps (docs/packages.md: 143 ms vs 81 ms per
-            # minilm-l6 batch of 8 on 2 cores).
-            extra["session_config"] = {"session.intra_op.allow_spinning": "0"}
+        if runtime == "onnxruntime":
+            from zhisuan.runtime.backend_onnxruntime import idle_pool_config
+
+            # served batches arrive with gaps, in which the HTTP loop and the batcher need the cores
+            extra["session_config"] = idle_pool_config(threads)
         runner = load_runtime(source, runtime, intra_op_threads=threads,
                               inter_op_threads=1 if runtime == "onnxruntime" else None, **extra)
         wanted = {s.name for s in self.model_signature["inputs"]}
@@ -938,8 +938,3 @@ def pack(
         raise
     return load_package(target)
 
-
-def _takes_every_core(threads: int | None) -> bool:
-    """Whether ``threads`` intra-op threads (None: the runtime's default, one per core) cover every core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return threads is None or threads >= cores

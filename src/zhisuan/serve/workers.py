@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zhisuan.device.cpu import usable_cpus
 from zhisuan.errors import UserError, ZhisuanError
 
 if TYPE_CHECKING:
@@ -380,7 +381,7 @@ class ReplicaPool:
         self.package = package
         self.replicas = replicas
         self.runtime = runtime
-        total = threads if threads is not None else _cpu_count()
+        total = threads if threads is not None else usable_cpus()
         self.threads_per_replica = max(1, total // replicas)
         self.request_timeout_s = float(request_timeout_s)
         self.max_retries = max_retries
@@ -714,9 +715,3 @@ def _fail(job: _Job, exc: BaseException) -> None:
         if not job.future.done():
             job.future.set_exception(exc)
 
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:
-        return os.cpu_count() or 1
