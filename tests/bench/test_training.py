@@ -93,6 +93,16 @@ def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the scratch directory is removed
 
 
+def test_ddp_runs_from_a_relative_work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `zhisuan evaluate` writes to ./zhisuan-report by default: a relative FileStore path once made
+    # file://zhisuan-report/... name a host, and the worker waited until the timeout
+    monkeypatch.chdir(tmp_path)
+    config = training.DdpConfig(world_size=1, backend="gloo", device_kind="cpu", threads_per_process=1,
+                                steps_per_window=2, windows=2, warmup_steps=1, timeout_s=60)
+    run = training.run_ddp(config, Path("report") / "work")
+    assert len(run.per_rank_s) == 1 and all(r > 0 for r in run.samples_per_s)
+
+
 def test_ddp_overrun_kills_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[subprocess.Popen[bytes]] = []
     real = subprocess.Popen

@@ -425,7 +425,8 @@ def run_ddp(config: DdpConfig, work_dir: Path) -> DdpRun:
     if config.world_size < 1:
         raise UserError(f"world_size must be >= 1, got {config.world_size}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"ddp{config.world_size}-", dir=work_dir))
+    # absolute: the workers' FileStore URL must not depend on their working directory
+    scratch = Path(tempfile.mkdtemp(prefix=f"ddp{config.world_size}-", dir=work_dir)).resolve()
     store = scratch / "store"  # torch.distributed FileStore: no TCP port to pick or race for
     result_path = scratch / "result.json"
     data_path = scratch / "train.npz"  # the workers read the split, so they need not import scikit-learn
@@ -495,7 +496,7 @@ def ddp_worker_main(argv: Sequence[str] | None = None) -> None:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    dist.init_process_group(spec["backend"], init_method=f"file://{spec['store']}", rank=rank,
+    dist.init_process_group(spec["backend"], init_method=Path(spec["store"]).absolute().as_uri(), rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=float(spec["timeout_s"])))
     try:
         with np.load(spec["data"], allow_pickle=False) as arrays:
