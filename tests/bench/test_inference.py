@@ -16,7 +16,7 @@ from loadgen_helpers import mlp_onnx
 from zhisuan.bench import inference as I
 from zhisuan.bench.tasks import EvalContext, registered_tasks
 from zhisuan.errors import UserError
-from zhisuan.report.schema import Item
+from zhisuan.bench.schema import Item
 
 pytest.importorskip("mlperf_loadgen")
 

@@ -22,7 +22,7 @@ from zhisuan.bench.suite import (
 from zhisuan.bench.tasks import EvalContext, Task
 from zhisuan.device import DeviceInfo, DeviceList
 from zhisuan.errors import UserError
-from zhisuan.report.schema import Item, load_report, validate_report
+from zhisuan.bench.schema import Item, load_report, validate_report
 
 CPU = DeviceInfo("cpu", 0, "Test CPU", 8 << 30, None, ("avx2",), ("fp32",), "Linux test",
                  details={"physical_cores": 2, "threads": 2})

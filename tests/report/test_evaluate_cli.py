@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zhisuan.report.schema import validate_report
+from zhisuan.bench.schema import validate_report
 
 
 def zhisuan(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from zhisuan.report.html import check_html, format_html, render_plots, write_html
-from zhisuan.report.schema import CLAUSES, SCHEMA_VERSION, Item, Report
+from zhisuan.bench.schema import CLAUSES, SCHEMA_VERSION, Item, Report
 
 
 def report_with(*items: Item, telemetry: dict | None = None, summary: dict | None = None) -> Report:

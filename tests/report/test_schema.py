@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zhisuan.errors import UserError
-from zhisuan.report.schema import (
+from zhisuan.bench.schema import (
     SCHEMA_VERSION,
     Item,
     Report,

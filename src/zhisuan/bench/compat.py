@@ -52,7 +52,7 @@ import numpy as np
 from zhisuan.bench._process import exit_text
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
-from zhisuan.report.schema import Item
+from zhisuan.bench.schema import Item
 
 CLAUSE = "EV-8"
 CASE_STATUSES = ("pass", "not_supported", "run_error", "wrong_result", "crash")

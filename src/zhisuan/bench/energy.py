@@ -37,7 +37,7 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from zhisuan.errors import InternalError
-from zhisuan.report.schema import Item
+from zhisuan.bench.schema import Item
 
 ReadingKind = Literal["cumulative counter", "averaged", "instantaneous"]
 

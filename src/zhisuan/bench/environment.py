@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from zhisuan.bench.tasks import EvalContext, task
-from zhisuan.report.schema import Item
+from zhisuan.bench.schema import Item
 
 _GIB = float(1 << 30)
 

@@ -41,7 +41,7 @@ from zhisuan.bench.loadgen import (
 )
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.report.schema import Item
+from zhisuan.bench.schema import Item
 
 __all__ = [
     "AccuracyResult",

@@ -46,7 +46,7 @@ import numpy as np
 from zhisuan.bench._process import exit_text
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
-from zhisuan.report.schema import Item
+from zhisuan.bench.schema import Item
 
 CLAUSE = "EV-9"
 MAX_DRIFT = -0.10  # a throughput drop of more than 10% from the first to the last window fails

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from zhisuan._io import atomic_write, atomic_write_json
 from zhisuan.bench.tasks import SUITES, EvalContext, Task, import_errors, registered_tasks
 from zhisuan.errors import InternalError, UserError, ZhisuanError
-from zhisuan.report.schema import (
+from zhisuan.bench.schema import (
     CLAUSES,
     SCHEMA_VERSION,
     Item,

@@ -45,7 +45,7 @@ import numpy as np
 
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
-from zhisuan.report.schema import Item
+from zhisuan.bench.schema import Item
 
 CLAUSE = "EV-6"
 TARGET_ACCURACY = 0.95

@@ -1,6 +1,6 @@
 """Evaluation reports (SPEC EV-11): the data model, the environment record, HTML, comparison.
 
-- :mod:`zhisuan.report.schema`: :class:`Item` / :class:`Report`, ``report.schema.json``, validation;
+- :mod:`zhisuan.bench.schema`: :class:`Item` / :class:`Report`, ``report.schema.json``, validation;
 - :mod:`zhisuan.report.environment`: the EV-1 environment record;
 - :mod:`zhisuan.report.html`: the self-contained ``report.html``;
 - :mod:`zhisuan.report.compare`: several reports side by side (选型);
@@ -13,7 +13,7 @@ Importing this package is light (no matplotlib, no torch).
 'no GPU'
 """
 
-from zhisuan.report.schema import (
+from zhisuan.bench.schema import (
     CLAUSE_TITLES,
     CLAUSES,
     SCHEMA_VERSION,

@@ -2,13 +2,13 @@
 
 Rows are item ids (the union over the reports, by clause); columns are the reports, headed by
 the device name from each report's environment record. Numeric values get a ratio against the
-first report and a verdict with the figure's sense (:func:`zhisuan.report.schema.higher_is_better`:
+first report and a verdict with the figure's sense (:func:`zhisuan.bench.schema.higher_is_better`:
 throughput higher is better, latency and energy lower is better, neutral units get no verdict).
 A ratio within ``tolerance`` (default 3%) of 1 is "same". An item absent from a report is shown
 as missing, never as 0.
 
 >>> from zhisuan.report.compare import compare_reports
->>> from zhisuan.report.schema import Item, Report
+>>> from zhisuan.bench.schema import Item, Report
 >>> def rep(v):
 ...     item = Item.measured("EV-2.gemm.fp32", "EV-2", "GEMM", value=v, unit="GFLOP/s", method="m")
 ...     return Report("1.0", "quick", {"device": {"name": f"dev{v}"}}, (item,), "t")
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from zhisuan._io import atomic_write
 from zhisuan.errors import UserError
-from zhisuan.report.schema import CLAUSE_TITLES, CLAUSES, Item, Report, higher_is_better, load_report
+from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report, higher_is_better, load_report
 
 Verdict = Literal["better", "worse", "same"]
 DEFAULT_TOLERANCE = 0.03

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zhisuan.report.schema import CLAUSE_TITLES, CLAUSES, STATUSES, Item, Report
+from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, STATUSES, Item, Report
 
 
 def format_number(value: float | int) -> str:

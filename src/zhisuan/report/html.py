@@ -8,7 +8,7 @@ Plots are made where they help:
 
 - per clause (EV-2..EV-10), numeric items sharing a unit as horizontal bars, with min..max of
   the repeats as error bars and the reference (e.g. the theoretical peak) as a marker;
-- each item with ``details["series"]`` (see :mod:`zhisuan.report.schema`) as its own chart;
+- each item with ``details["series"]`` (see :mod:`zhisuan.bench.schema`) as its own chart;
 - in EV-7, the device's telemetry over the run (utilisation, power, temperature) with the
   start of each task marked.
 
@@ -16,7 +16,7 @@ Plots are made where they help:
 suite does, to add the EV-11 item describing the page) without drawing the plots twice.
 
 >>> from zhisuan.report.html import format_html
->>> from zhisuan.report.schema import Report
+>>> from zhisuan.bench.schema import Report
 >>> page = format_html(Report("1.0", "quick", {}, (), "2026-01-01T00:00:00"), plots={})
 >>> page.count('<section class="clause"')
 11
@@ -44,7 +44,7 @@ from zhisuan.report.format import (
     format_spread,
     format_value,
 )
-from zhisuan.report.schema import CLAUSE_TITLES, CLAUSES, Item, Report
+from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report
 
 MAX_BARS = 24  # bars per chart; more are listed in the table only
 MAX_DETAILS_CHARS = 4000

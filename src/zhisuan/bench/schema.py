@@ -4,7 +4,7 @@ Every figure zhisuan reports is an :class:`Item`: what was measured (``id``, ``c
 the value and its unit, how (``method``), how often (``repeats``) and how much it varied
 (``spread``), and whether it passed. A skipped or failed item always says why.
 
->>> from zhisuan.report.schema import Item, spread_of
+>>> from zhisuan.bench.schema import Item, spread_of
 >>> item = Item.measured(
 ...     "EV-2.gemm.fp32", "EV-2", "Dense GEMM FP32", value=120.5, unit="GFLOP/s",
 ...     method="torch.matmul 2048x2048, median of 7", samples=[118.0, 120.5, 121.0],
