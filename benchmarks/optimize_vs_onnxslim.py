@@ -25,7 +25,7 @@ import onnxruntime as ort
 import onnxslim
 
 from zhisuan import zoo
-from zhisuan.graph.sources import sample_inputs
+from zhisuan.inputs import sample_inputs
 from zhisuan.optimize import optimize_model
 from zhisuan.optimize.driver import plausible_feeds
 

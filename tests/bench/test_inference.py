@@ -14,9 +14,9 @@ import pytest
 from loadgen_helpers import mlp_onnx
 
 from zhisuan.bench import inference as I
+from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, registered_tasks
 from zhisuan.errors import UserError
-from zhisuan.bench.schema import Item
 
 pytest.importorskip("mlperf_loadgen")
 

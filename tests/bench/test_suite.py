@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from zhisuan.bench import suite as suite_mod
+from zhisuan.bench.schema import Item, load_report, validate_report
 from zhisuan.bench.suite import (
     PartialStore,
     SuiteConfig,
@@ -22,7 +23,6 @@ from zhisuan.bench.suite import (
 from zhisuan.bench.tasks import EvalContext, Task
 from zhisuan.device import DeviceInfo, DeviceList
 from zhisuan.errors import UserError
-from zhisuan.bench.schema import Item, load_report, validate_report
 
 CPU = DeviceInfo("cpu", 0, "Test CPU", 8 << 30, None, ("avx2",), ("fp32",), "Linux test",
                  details={"physical_cores": 2, "threads": 2})

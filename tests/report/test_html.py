@@ -6,8 +6,8 @@ import base64
 import re
 from pathlib import Path
 
-from zhisuan.report.html import check_html, format_html, render_plots, write_html
 from zhisuan.bench.schema import CLAUSES, SCHEMA_VERSION, Item, Report
+from zhisuan.report.html import check_html, format_html, render_plots, write_html
 
 
 def report_with(*items: Item, telemetry: dict | None = None, summary: dict | None = None) -> Report:

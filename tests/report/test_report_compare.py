@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from zhisuan.bench.schema import SCHEMA_VERSION, Item, Report
 from zhisuan.errors import UserError
 from zhisuan.report.compare import compare_files, compare_reports, format_compare_html
-from zhisuan.bench.schema import SCHEMA_VERSION, Item, Report
 
 
 def report(device: str, **values: float) -> Report:

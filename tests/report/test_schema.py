@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zhisuan.errors import UserError
 from zhisuan.bench.schema import (
     SCHEMA_VERSION,
     Item,
@@ -19,6 +18,7 @@ from zhisuan.bench.schema import (
     plain_json,
     validate_report,
 )
+from zhisuan.errors import UserError
 
 
 def sample_report() -> Report:

@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan._io import atomic_write_json
+from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
-from zhisuan.bench.schema import Item
 
 Collective = Literal["all_reduce", "all_gather"]
 COLLECTIVES: tuple[str, ...] = ("all_reduce", "all_gather")

@@ -50,9 +50,9 @@ from typing import Any
 import numpy as np
 
 from zhisuan.bench._process import exit_text
+from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
-from zhisuan.bench.schema import Item
 
 CLAUSE = "EV-8"
 CASE_STATUSES = ("pass", "not_supported", "run_error", "wrong_result", "crash")

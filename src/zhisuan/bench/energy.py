@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any, Literal
 
-from zhisuan.errors import InternalError
 from zhisuan.bench.schema import Item
+from zhisuan.errors import InternalError
 
 ReadingKind = Literal["cumulative counter", "averaged", "instantaneous"]
 

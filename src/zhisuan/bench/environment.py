@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.bench.schema import Item
+from zhisuan.bench.tasks import EvalContext, task
 
 _GIB = float(1 << 30)
 

@@ -39,9 +39,9 @@ from zhisuan.bench.loadgen import (
     run_loadgen,
     run_scenario,
 )
+from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.bench.schema import Item
 
 __all__ = [
     "AccuracyResult",
@@ -70,7 +70,7 @@ def _no_progress(done: float, total: float, text: str = "") -> None:
 
 @dataclass(frozen=True)
 class ZooData:
-    """A zoo model's evaluation inputs as a :class:`SampleSet` and a scorer for the outputs.
+    """A zoo model's scored evaluation samples (its ``samples`` hook) as a LoadGen :class:`SampleSet`.
 
     ``score(outputs)`` takes one output dict per sample, in sample order, and returns the zoo
     metric's value and its secondary figures, computed as the zoo's own evaluation does.
@@ -83,107 +83,22 @@ class ZooData:
     score: Callable[[Sequence[Mapping[str, np.ndarray]]], tuple[float, dict[str, float]]]
 
 
-def _rows(outputs: Sequence[Mapping[str, np.ndarray]], name: str) -> np.ndarray:
-    return np.concatenate([np.asarray(o[name], dtype=np.float32).reshape(1, -1) for o in outputs])
-
-
-def _efficientnet_data(specs: Sequence[Any]) -> ZooData:
-    from zhisuan.zoo.data.images import labelled_views
-    from zhisuan.zoo.models import efficientnet as m
-
-    views = labelled_views(m.IMAGE_SIZE)
-    images = m.preprocess(np.stack([v.pixels for v in views]))
-    labels = [v.labels for v in views]
-    samples = SampleSet(tuple({m.INPUT_NAMES[0]: images[i : i + 1]} for i in range(len(images))),
-                        f"zoo:{m.NAME} evaluation inputs ({len(images)} labelled photo views)")
-
-    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
-        logits = _rows(outputs, m.OUTPUT_NAMES[0])
-        return (float(m.top_k_hits(logits, labels, 5).mean()),
-                {"top1_accuracy": float(m.top_k_hits(logits, labels, 1).mean())})
-
-    return ZooData(m.NAME, samples, "top5_accuracy", True, score)
-
-
-def _minilm_data(specs: Sequence[Any]) -> ZooData:
-    from zhisuan.zoo.models import minilm as m
-
-    pairs = m.retrieval_pairs()
-    texts = [p["document"] for p in pairs] + [p["query"] for p in pairs]
-    tok = m.tokenizer()
-    names = {s.name for s in specs}
-    feeds = []
-    for text in texts:
-        enc = tok([text])
-        if "token_type_ids" in names:
-            enc["token_type_ids"] = np.zeros_like(enc["input_ids"])
-        feeds.append({k: v for k, v in enc.items() if k in names})
-    pad = {"input_ids": (1, tok.pad_id), "attention_mask": (1, 0), "token_type_ids": (1, 0)}
-    samples = SampleSet(tuple(feeds), f"zoo:{m.NAME} evaluation inputs ({len(pairs)} documents + {len(pairs)} "
-                        "queries, one text per sample, padded to the longest in a batch)",
-                        pad={k: v for k, v in pad.items() if k in names})
-    n = len(pairs)
-
-    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
-        emb = _rows(outputs, m.OUTPUT_NAMES[0])
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        scores = m.retrieval_scores(emb[n:], emb[:n], list(range(n)))
-        return scores["recall_at_1"], {"mrr": scores["mrr"], "mean_cosine_pos": scores["mean_cosine_pos"]}
-
-    return ZooData(m.NAME, samples, "recall_at_1", True, score)
-
-
-def _resnet50_data(specs: Sequence[Any]) -> ZooData:
-    from zhisuan.zoo.models import reference as r
-
-    images = r.structured_images(r.RESNET_SAMPLES, seed=0)
-    samples = SampleSet(tuple({"image": images[i : i + 1]} for i in range(len(images))),
-                        f"zoo:resnet50 evaluation inputs ({len(images)} seeded structured images)")
-    cache: dict[str, np.ndarray] = {}
-
-    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
-        if "logits" not in cache:  # the PyTorch FP32 reference of the same seeded weights
-            cache["logits"] = r.TorchRunner(r.resnet50_torch_model()).run({"image": images})["logits"]
-        logits = _rows(outputs, "logits")
-        cos = r.cosine_rows(logits, cache["logits"])
-        return (float(np.mean(logits.argmax(-1) == cache["logits"].argmax(-1))),
-                {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())})
-
-    return ZooData("resnet50", samples, "top1_agreement", True, score)
-
-
-def _bert_data(specs: Sequence[Any]) -> ZooData:
-    from zhisuan.zoo.models import reference as r
-
-    inputs = r.bert_inputs(r.BERT_SAMPLES, r.BERT_SEQ_LEN, seed=0)
-    samples = SampleSet(tuple({k: v[i : i + 1] for k, v in inputs.items()} for i in range(r.BERT_SAMPLES)),
-                        f"zoo:bert-base evaluation inputs ({r.BERT_SAMPLES} seeded sentence pairs, "
-                        f"{r.BERT_SEQ_LEN} tokens)")
-    cache: dict[str, np.ndarray] = {}
-
-    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
-        if "hidden" not in cache:
-            cache["hidden"] = r.TorchRunner(r.bert_torch_model()).run(inputs)["last_hidden_state"]
-        hidden = np.concatenate([np.asarray(o["last_hidden_state"]) for o in outputs])
-        valid = inputs["attention_mask"].astype(bool)
-        cos = r.cosine_rows(hidden, cache["hidden"])[valid]
-        return float(cos.mean()), {"min_cosine": float(cos.min())}
-
-    return ZooData("bert-base", samples, "mean_cosine", True, score)
-
-
-_ZOO_DATA: dict[str, Callable[[Sequence[Any]], ZooData]] = {
-    "efficientnet-lite0": _efficientnet_data,
-    "minilm-l6": _minilm_data,
-    "resnet50": _resnet50_data,
-    "bert-base": _bert_data,
-}
-
-
 def zoo_data(name: str, specs: Sequence[Any]) -> ZooData | None:
-    """The evaluation inputs and metric of zoo model ``name`` for a runtime with ``specs``, if known."""
-    make = _ZOO_DATA.get(name)
-    return make(specs) if make is not None else None
+    """The evaluation samples and metric of zoo model ``name`` for a runtime with ``specs``, if it has them."""
+    from zhisuan import zoo
+
+    entry = zoo.get(name)
+    if entry.samples is None:
+        return None
+    scored = entry.samples(specs)
+    return ZooData(name, SampleSet(scored.samples, scored.description, pad=dict(scored.pad)), scored.metric,
+                   scored.higher_is_better, scored.score)
+
+
+def _scored_models() -> list[str]:
+    from zhisuan import zoo
+
+    return [e.name for e in zoo.entries() if e.samples is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,21 +123,17 @@ def no_spinning(runtime: str, device: str, scenarios: Sequence[str], threads: in
 def _load(model: str, runtime: str, *, precision: str, device: str, threads: int | None,
           spin: bool = True) -> tuple[Any, str | None]:
     """The loaded runtime and the zoo name (None for a plain file)."""
-    from zhisuan import zoo
+    from zhisuan.inputs import resolve
     from zhisuan.runtime import load_runtime
 
-    zoo_name = model if model in zoo.names() and not Path(model).is_file() else None
+    ref = resolve(model)
     if runtime == "torch":
-        if zoo_name is None:
+        if ref.kind != "zoo":
             raise UserError("--runtime torch benchmarks a zoo model's PyTorch module; give a zoo name, not a file")
-        entry = zoo.get(zoo_name)
-        if entry.torch_model is None:
-            raise UserError(f"{zoo_name} has no PyTorch module (it ships as ONNX); use an ONNX runtime")
-        target: Any = entry.torch_model()
+        target: Any = ref.torch_model()
     else:
-        from zhisuan.graph.sources import resolve_model
-
-        target = resolve_model(model)
+        target = resolve(ref, accept=("onnx", "openvino", "zoo", "package")).file()
+    zoo_name = ref.zoo_name
     extra = {} if spin else {"session_config": {"session.intra_op.allow_spinning": "0"}}  # see no_spinning
     return load_runtime(target, runtime, device=device, precision=precision, intra_op_threads=threads,
                         **extra), zoo_name
@@ -394,7 +305,7 @@ def bench_scenarios(
         zdata = zoo_data(zoo_name, rt.inputs()) if zoo_name else None
         if accuracy and zdata is None:
             raise UserError(f"{model}: no evaluation set to check accuracy on (zoo models with one: "
-                            f"{', '.join(_ZOO_DATA)})")
+                            f"{', '.join(_scored_models())})")
         samples = _samples(rt, zdata, data=data, random=random, seed=seed, dim_values=dim_values)
         runner = BatchRunner(rt, samples)
         if batch is not None and batch > runner.max_batch:

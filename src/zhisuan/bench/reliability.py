@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from zhisuan.bench._process import exit_text
+from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
-from zhisuan.bench.schema import Item
 
 CLAUSE = "EV-9"
 MAX_DRIFT = -0.10  # a throughput drop of more than 10% from the first to the last window fails

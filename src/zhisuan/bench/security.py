@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import ChecksumError, UserError
-from zhisuan.bench.schema import Item
 
 CLAUSE = "EV-10"
 PATTERN = 0x5A5A_C0DE_D00D_F00D  # below 2**63, so it also fits a signed int64 CUDA tensor

@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan._io import atomic_write, atomic_write_json
-from zhisuan.bench.tasks import SUITES, EvalContext, Task, import_errors, registered_tasks
-from zhisuan.errors import InternalError, UserError, ZhisuanError
 from zhisuan.bench.schema import (
     CLAUSES,
     SCHEMA_VERSION,
@@ -46,6 +44,8 @@ from zhisuan.bench.schema import (
     summarize,
     validate_report,
 )
+from zhisuan.bench.tasks import SUITES, EvalContext, Task, import_errors, registered_tasks
+from zhisuan.errors import InternalError, UserError, ZhisuanError
 
 DEFAULT_OUT_DIR = Path("zhisuan-report")
 DEFAULT_EST_S = 10.0  # a task that gives no estimate for the suite

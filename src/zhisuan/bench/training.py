@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
-from zhisuan.bench.schema import Item
 
 CLAUSE = "EV-6"
 TARGET_ACCURACY = 0.95

@@ -53,13 +53,14 @@ def optimize_cmd(
         raise UserError("give an output path with -o/--out")
     from zhisuan._io import sha256_file
     from zhisuan.graph import load_model, save_model
-    from zhisuan.graph.sources import resolve_model, sample_inputs
+    from zhisuan.inputs import resolve, sample_inputs
     from zhisuan.optimize import optimize_model
 
-    path = resolve_model(model)
+    ref = resolve(model, accept=("onnx", "zoo", "package"))
+    path = ref.file()
     proto = load_model(path)
     names = [p.strip() for p in passes.split(",") if p.strip()] if passes is not None else None
-    zoo_name = model if Path(model) != path else None  # a zoo name: verify on its realistic inputs
+    zoo_name = ref.zoo_name  # a zoo model (or a package of one): verify on its realistic inputs
     feeds = sample_inputs(proto, data=data, random=random, zoo_name=zoo_name) if verify and (data or random or zoo_name) else None
     with status(f"optimizing {path.name}", enabled=not json_out):
         result = optimize_model(

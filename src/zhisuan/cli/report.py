@@ -62,8 +62,8 @@ def show_cmd(
 
     Example:  zhisuan report show zhisuan-report/report.json --all
     """
-    from zhisuan.report.format import clause_rows
     from zhisuan.bench.schema import load_report
+    from zhisuan.report.format import clause_rows
 
     report = load_report(path / "report.json" if path.is_dir() else path)
     if json_out:

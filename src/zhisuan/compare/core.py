@@ -209,7 +209,7 @@ def compare_models(
     for anything the user can fix (missing file, unknown runtime, inputs that do not fit).
     """
     from zhisuan.graph import load_model
-    from zhisuan.graph.sources import resolve_model, sample_inputs
+    from zhisuan.inputs import resolve_model, sample_inputs
 
     config = config or CompareConfig()
     _check_config(config)

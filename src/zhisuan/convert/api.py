@@ -229,11 +229,12 @@ def _from_onnx(
 ) -> _Built:
     from zhisuan.convert.onnx_edit import convert_opset, infer_shapes, make_batch_dynamic, tensor_names
     from zhisuan.graph import load_model, save_model
-    from zhisuan.graph.sources import resolve_model, sample_inputs
+    from zhisuan.inputs import resolve, sample_inputs
     from zhisuan.runtime.feeds import onnx_specs
 
-    kind: Literal["onnx", "zoo"] = "onnx" if Path(text).is_file() else "zoo"
-    path = resolve_model(text)
+    ref = resolve(text, accept=("onnx", "zoo", "package"))
+    kind: Literal["onnx", "zoo"] = "zoo" if ref.kind == "zoo" else "onnx"
+    path = ref.file()
     model = load_model(path)
     source_names = tensor_names(model)
     specs = [s for n, s in onnx_specs(model).items() if n in {i.name for i in model.graph.input}]

@@ -32,21 +32,19 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zhisuan.errors import UserError
+from zhisuan.inputs import FACTORY_PATTERN, is_factory
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FACTORY_PATTERN", "TorchSource", "is_factory", "load_factory", "other_inputs", "parse_input_shape"]
+__all__ = ["FACTORY_PATTERN", "TorchSource", "is_factory", "load_factory", "other_inputs", "parse_input_shape", "refuse_pickle"]
 
-FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_PICKLE_SUFFIXES = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".pkl", ".pickle")
 
 
 @dataclass(frozen=True)
@@ -58,19 +56,6 @@ class TorchSource:
     args: tuple[torch.Tensor, ...]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-
-
-def is_factory(source: str) -> bool:
-    return bool(FACTORY_PATTERN.match(source))
-
-
-def refuse_pickle(source: str) -> None:
-    if source.lower().endswith(_PICKLE_SUFFIXES):
-        raise UserError(
-            f"{source}: zhisuan never unpickles model files (loading one can run arbitrary code); name a "
-            "factory `module:function` that builds the module in code and loads weights with "
-            "torch.load(weights_only=True) or safetensors"
-        )
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...], str]:

@@ -285,7 +285,7 @@ def verify_outputs(
 ) -> dict[str, Any]:
     """Run both models on ONNX Runtime with the same inputs and compare every graph output."""
     from zhisuan.compare.metrics import agreement
-    from zhisuan.graph.sources import sample_inputs
+    from zhisuan.inputs import sample_inputs
 
     if feeds is None:
         feeds = [plausible_feeds(f) for f in sample_inputs(reference)]

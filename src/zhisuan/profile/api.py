@@ -157,7 +157,7 @@ def profile_model(
     every node gets its FLOPs. ``peaks`` skips measuring the device (e.g. in tests).
     """
     from zhisuan.graph import load_model
-    from zhisuan.graph.sources import resolve_model, sample_inputs
+    from zhisuan.inputs import resolve_model, sample_inputs
 
     if runs < 1 or warmup < 0:
         raise UserError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")

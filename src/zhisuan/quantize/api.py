@@ -18,7 +18,6 @@ from zhisuan.quantize.calibration import (
     Calibration,
     Feeds,
     load_calibration,
-    zoo_feeds,
 )
 from zhisuan.quantize.config import DEFAULT_STATIC_OPS, Mode, QuantizeConfig
 from zhisuan.quantize.engine import (
@@ -111,12 +110,11 @@ def _load(model: str | Path | Any) -> tuple[Any, str | None, str]:
     from zhisuan.graph import load_model
 
     if isinstance(model, str | Path):
-        from zhisuan import zoo
-        from zhisuan.graph.sources import resolve_model
+        from zhisuan.inputs import resolve
 
-        path = resolve_model(model)
-        name = str(model) if (not Path(model).is_file() and str(model) in zoo.names()) else None
-        return load_model(path), name, str(path)
+        ref = resolve(model, accept=("onnx", "zoo", "package"))
+        path = ref.file()
+        return load_model(path), ref.zoo_name, str(path)
     if not hasattr(model, "graph"):
         raise UserError(f"expected an ONNX file, a zoo name or an onnx.ModelProto, got {type(model).__name__}")
     return model, None, "<ModelProto>"
@@ -161,14 +159,13 @@ def _job(model: Any, config: QuantizeConfig, workdir: Path, *, data: str | Path 
         if config.metric in ("cosine", "top1"):
             warnings.append("the metric is measured on the calibration data itself (no held-out set was given)")
     else:
-        made = zoo_feeds(zoo_name, batches=4, seed=METRIC_SEED + config.seed) if zoo_name else None
-        if made is None:
-            from zhisuan.graph.sources import sample_inputs
+        from zhisuan.inputs import input_source
 
-            made = sample_inputs(proto, random=4, batch=4, seed=METRIC_SEED + config.seed)
-            if config.metric in ("cosine", "top1"):
-                warnings.append(f"the {config.metric} metric is measured on random inputs")
-        metric_feeds = made
+        # count=4 feeds: 4 held-out zoo feeds, else 4 random feeds of 4 rows each
+        made = input_source(zoo_name, split="calib", count=4, batch=4, seed=METRIC_SEED + config.seed).make(proto)
+        if not made.realistic and config.metric in ("cosine", "top1"):
+            warnings.append(f"the {config.metric} metric is measured on random inputs")
+        metric_feeds = made.feeds
     progress("preprocessing (optimize passes)", 0, None)
     prepared = prepare(proto, config, calibration.feeds)
     float_path = write_temp(prepared.model, workdir, "prepared")

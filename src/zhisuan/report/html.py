@@ -37,6 +37,7 @@ from typing import Any
 
 from zhisuan import __version__
 from zhisuan._io import atomic_write
+from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report
 from zhisuan.report.format import (
     clause_rows,
     format_plain,
@@ -44,7 +45,6 @@ from zhisuan.report.format import (
     format_spread,
     format_value,
 )
-from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report
 
 MAX_BARS = 24  # bars per chart; more are listed in the table only
 MAX_DETAILS_CHARS = 4000

@@ -584,18 +584,21 @@ class _Source:
 def _resolve_source(model: str | os.PathLike[str], progress: Callable[[str], None]) -> _Source:
     path = Path(model)
     zoo_name = None
-    if not path.exists():
-        from zhisuan import zoo
-
-        if str(model) in zoo.names():
-            zoo_name = str(model)
-            progress(f"{zoo_name}: exporting the zoo model (verified cache)")
-            path = zoo.export(zoo_name).path
-        else:
-            hint = "" if path.suffix else f" nor a zoo model ({', '.join(zoo.names())})"
-            raise UserError(f"model file not found: {model}{hint}")
     if path.is_dir():
         raise UserError(f"{path} is a directory; give the model file (.onnx, or .xml of OpenVINO IR)")
+    if not path.exists():
+        from zhisuan.inputs import resolve
+
+        try:
+            ref = resolve(str(model), accept=("zoo",))
+        except UserError:
+            from zhisuan import zoo
+
+            hint = "" if path.suffix else f" nor a zoo model ({', '.join(zoo.names())})"
+            raise UserError(f"model file not found: {model}{hint}") from None
+        zoo_name = ref.zoo_name
+        progress(f"{zoo_name}: exporting the zoo model (verified cache)")
+        path = ref.file()
     _refuse_pickle(path, "model")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -653,47 +656,12 @@ def _outer_signature(
 def zoo_defaults(
     zoo_name: str, model_inputs: Sequence[TensorSig], model_outputs: Sequence[TensorSig]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Path]]:
-    """Processing steps that follow from a zoo model's documented pre/post-processing, and files they need.
+    """Processing steps from a zoo model's ``serving`` hook (only where they are obvious and exact),
+    and the files they need; models without one get none."""
+    from zhisuan import zoo
 
-    Only where it is obvious and exact: efficientnet-lite0 takes RGB uint8 ``[N, 224, 224, 3]``
-    and scales it as it was trained (``(x - 127) / 128``, NCHW), and answers with its top-5
-    ImageNet classes next to the logits; ppocr-cls answers with its orientation label.
-    Tokenizers and resizing are not expressible as data, so other models get none.
-    """
-    if zoo_name == "efficientnet-lite0":
-        from zhisuan.zoo.models import efficientnet as eff
-
-        (image,) = [s.name for s in model_inputs]
-        (logits,) = [s.name for s in model_outputs]
-        labels = Path(str(_zoo_data_file("imagenet_classes.json")))
-        pre = [
-            {"op": "cast", "input": image, "from": "UINT8", "dtype": "FP32"},
-            {"op": "scale", "input": image, "scale": 1.0 / eff.PIXEL_STD, "offset": -eff.PIXEL_MEAN / eff.PIXEL_STD},
-            {"op": "transpose", "input": image, "perm": [0, 3, 1, 2]},
-        ]
-        post = [
-            {"op": "softmax", "output": logits, "axis": -1, "as": "probabilities"},
-            {"op": "topk", "output": "probabilities", "k": 5, "as": "top5_probabilities", "indices_as": "top5_classes"},
-            {"op": "labels", "output": "top5_classes", "labels_file": "labels/imagenet_classes.json", "as": "top5_labels"},
-            {"op": "drop", "outputs": ["probabilities"]},
-        ]
-        return pre, post, {"labels/imagenet_classes.json": labels}
-    if zoo_name == "ppocr-cls":
-        from zhisuan.zoo.models.ppocr import CLS_LABELS
-
-        (scores,) = [s.name for s in model_outputs]
-        post = [
-            {"op": "argmax", "output": scores, "axis": -1, "as": "orientation_class"},
-            {"op": "labels", "output": "orientation_class", "labels": list(CLS_LABELS), "as": "orientation"},
-        ]
-        return [], post, {}
-    return [], [], {}
-
-
-def _zoo_data_file(name: str) -> Any:
-    from importlib import resources
-
-    return resources.files("zhisuan.zoo.data").joinpath(name)
+    defaults = zoo.get(zoo_name).serving_defaults(model_inputs, model_outputs)
+    return [dict(s) for s in defaults.preprocess], [dict(s) for s in defaults.postprocess], dict(defaults.files)
 
 
 def _copy_labels_files(

@@ -49,15 +49,21 @@ __all__ = [
     "export",
     "get",
     "names",
+    "register",
     "signature",
+    "unregister",
 ]
+
+
+def _model_modules() -> list[Any]:
+    return [importlib.import_module(f"{_models_pkg.__name__}.{mod.name}")
+            for mod in pkgutil.iter_modules(_models_pkg.__path__)]
 
 
 @cache
 def _registry() -> dict[str, ZooEntry]:
     found: dict[str, ZooEntry] = {}
-    for mod in pkgutil.iter_modules(_models_pkg.__path__):
-        module = importlib.import_module(f"{_models_pkg.__name__}.{mod.name}")
+    for module in _model_modules():
         for entry in getattr(module, "ENTRIES", []):
             if entry.name in found:
                 raise RuntimeError(f"zoo entry {entry.name!r} is defined twice")
@@ -65,12 +71,32 @@ def _registry() -> dict[str, ZooEntry]:
     return dict(sorted(found.items()))
 
 
+def register(entry: ZooEntry) -> None:
+    """Add an entry defined outside ``zhisuan/zoo/models`` (a plugin, a test); its name must be new.
+
+    Every consumer (calibration, bench, compatibility, pack, serve) reads entries from here, so a
+    registered entry is used everywhere with no other edit.
+    """
+    registry = _registry()
+    if entry.name in registry:
+        raise UserError(f"zoo entry {entry.name!r} is already registered")
+    registry[entry.name] = entry
+
+
+def unregister(name: str) -> None:
+    """Remove an entry that :func:`register` added (built-in entries cannot be removed)."""
+    builtin = {e.name for mod in _model_modules() for e in getattr(mod, "ENTRIES", [])}
+    if name in builtin:
+        raise UserError(f"{name!r} is a built-in zoo entry; it cannot be unregistered")
+    _registry().pop(name, None)
+
+
 def names() -> list[str]:
-    return list(_registry())
+    return sorted(_registry())
 
 
 def entries() -> list[ZooEntry]:
-    return list(_registry().values())
+    return [_registry()[name] for name in names()]
 
 
 def get(name: str) -> ZooEntry:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from zhisuan._io import verify_sha256
 from zhisuan.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from zhisuan.runtime.base import Runtime, TorchModel
+    from zhisuan.runtime.base import Runtime, TensorSpec, TorchModel
 
 Progress = Callable[[str], None]
 
@@ -101,6 +103,61 @@ class EvalResult:
 
 Kind = Literal["onnx-shipped", "torch-export", "random-init"]
 
+#: A *feed*: one run's inputs, input name -> array (its first axis, where it has one, is the batch).
+Feed = dict[str, np.ndarray]
+
+#: Which realistic inputs: ``calib`` (for calibration and held-out metrics, disjoint from the
+#: evaluation set) or ``eval`` (the evaluation set's own inputs).
+Split = Literal["calib", "eval"]
+SPLITS: tuple[Split, ...] = ("calib", "eval")
+
+#: ``inputs(split, batches, seed)``: up to ``batches`` realistic feeds, or None when the data they
+#: are made from is not installed (e.g. scikit-image's photographs).
+InputsHook = Callable[[Split, int, int], "list[Feed] | None"]
+
+#: ``score(outputs)``: one output dict per sample, in sample order -> (metric value, secondary figures).
+Scorer = Callable[[Sequence[Mapping[str, np.ndarray]]], "tuple[float, dict[str, float]]"]
+
+
+@dataclass(frozen=True)
+class ScoredSamples:
+    """A zoo model's evaluation inputs one *sample* (row) per feed, and a scorer of their outputs.
+
+    The LoadGen accuracy pass runs every sample once (in any batching) and hands the outputs back
+    in sample order; ``score`` computes the zoo metric as the entry's own evaluation does.
+    ``pad`` says how a batcher pads an input whose length varies between samples:
+    ``{input name: (axis, value)}``.
+    """
+
+    samples: tuple[Feed, ...]
+    description: str
+    metric: str
+    higher_is_better: bool
+    score: Scorer
+    pad: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServingDefaults:
+    """How a package of this model is served unless the user says otherwise.
+
+    ``preprocess`` / ``postprocess`` are the data-declared processing steps of
+    :mod:`zhisuan.serve.processing` (only what is exact: a tokenizer or a resize is not data);
+    ``files`` are files those steps name, package-relative name -> shipped file.
+    """
+
+    preprocess: tuple[Mapping[str, Any], ...] = ()
+    postprocess: tuple[Mapping[str, Any], ...] = ()
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+
+#: ``serving(model_inputs, model_outputs)`` -> the defaults, given the ONNX signature
+#: (objects with ``.name``, ``.datatype``, ``.shape``).
+ServingHook = Callable[[Sequence[Any], Sequence[Any]], ServingDefaults]
+
+#: ``samples(input_specs)`` -> the scored evaluation samples for a runtime with these inputs.
+SamplesHook = Callable[[Sequence["TensorSpec"]], ScoredSamples]
+
 
 @dataclass(frozen=True)
 class ZooEntry:
@@ -109,6 +166,12 @@ class ZooEntry:
     ``build(out, options, progress)`` writes the ONNX file to ``out`` (a temporary path that the
     cache renames into place). ``evaluate(runtime, options)`` scores any runtime that has this
     model's signature, so a modified (e.g. quantized) file is scored the same way.
+
+    The hooks are everything a consumer needs, so that adding a model touches its own file only:
+    ``inputs`` makes realistic feeds per split (calibration, held-out metrics, compatibility
+    runs, default sample inputs), ``samples`` the per-sample scored evaluation set (the LoadGen
+    accuracy pass), ``serving`` the packaging defaults; ``quick`` puts it in the quick
+    compatibility suite (small real models).
     """
 
     name: str
@@ -129,6 +192,22 @@ class ZooEntry:
     higher_is_better: bool = True
     architecture_source: str | None = None  # e.g. "efficientnet-lite-pytorch 0.1.0" or "zhisuan (built in code)"
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    inputs: InputsHook | None = None
+    samples: SamplesHook | None = None
+    serving: ServingHook | None = None
+    quick: bool = False
+
+    def realistic_inputs(self, split: Split = "calib", *, batches: int = 8, seed: int = 0) -> list[Feed] | None:
+        """Up to ``batches`` realistic feeds of ``split`` (None: this entry has none, or their data is missing)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        if self.inputs is None:
+            return None
+        feeds = self.inputs(split, batches, seed)
+        return None if not feeds else feeds[:batches]
+
+    def serving_defaults(self, model_inputs: Sequence[Any], model_outputs: Sequence[Any]) -> ServingDefaults:
+        return ServingDefaults() if self.serving is None else self.serving(model_inputs, model_outputs)
 
     def source(self) -> dict[str, Any]:
         if self.weights is None:
@@ -158,5 +237,8 @@ class ZooEntry:
             "eval_set": self.eval_set,
             "default_eval_samples": self.default_eval_samples,
             "has_torch_reference": self.torch_model is not None,
+            "hooks": {"inputs": self.inputs is not None, "samples": self.samples is not None,
+                      "serving": self.serving is not None},
+            "quick": self.quick,
             "metadata": dict(self.metadata),
         }

@@ -24,7 +24,7 @@ import numpy as np
 from zhisuan._io import verify_sha256
 from zhisuan.errors import BackendUnavailableError
 
-__all__ = ["PHOTOS", "VIEWS", "LabelledView", "Photo", "labelled_views", "load_photo", "make_view"]
+__all__ = ["PHOTOS", "VIEWS", "LabelledView", "Photo", "labelled_views", "load_photo", "make_view", "skimage_photo"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,23 @@ def load_photo(photo: Photo) -> np.ndarray:
     from PIL import Image
 
     with Image.open(photo.path()) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def skimage_photo(name: str) -> np.ndarray | None:
+    """A scikit-image sample photo (``data/NAME``) as RGB uint8, or None if it is not installed.
+
+    Unpinned, unlike :data:`PHOTOS`: these only feed calibration, never a score.
+    """
+    from PIL import Image
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name
+    if not path.is_file():
+        return None
+    with Image.open(path) as img:
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 

@@ -28,7 +28,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.zoo.base import BuildOptions, EvalOptions, EvalResult, Progress, WeightsFile, ZooEntry
+from zhisuan.zoo.base import (
+    BuildOptions,
+    EvalOptions,
+    EvalResult,
+    Feed,
+    Progress,
+    ScoredSamples,
+    ServingDefaults,
+    Split,
+    WeightsFile,
+    ZooEntry,
+)
 from zhisuan.zoo.torch_weights import load_state_strict
 
 if TYPE_CHECKING:
@@ -241,6 +252,77 @@ def _eval_set_description() -> str:
     )
 
 
+#: scikit-image sample photos that are NOT in the evaluation set (calibration never sees those).
+CALIB_PHOTOS = ("astronaut.png", "brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg",
+                "ihc.png", "retina.jpg", "color.png", "coins.png", "moon.png", "horse.png", "logo.png")
+
+
+def realistic_inputs(split: Split, batches: int, seed: int) -> list[Feed] | None:
+    """``calib``: seeded views of photographs outside the evaluation set; ``eval``: the evaluation views."""
+    from zhisuan.zoo.data.images import labelled_views, make_view, skimage_photo
+
+    if split == "eval":
+        pixels = np.stack([v.pixels for v in labelled_views(IMAGE_SIZE)])
+        images = preprocess(pixels)
+        return [{INPUT_NAMES[0]: images[i : i + EVAL_BATCH]} for i in range(0, len(images), EVAL_BATCH)][:batches]
+    photos = [p for p in (skimage_photo(name) for name in CALIB_PHOTOS) if p is not None]
+    if not photos:
+        return None
+    rng = np.random.default_rng(seed)
+    views = ("center", "wide", "zoom", "full", "flip")
+    feeds = []
+    for _ in range(batches):
+        pixels = np.stack([
+            make_view(photos[int(rng.integers(len(photos)))], views[int(rng.integers(len(views)))], IMAGE_SIZE)
+            for _ in range(EVAL_BATCH)
+        ])
+        feeds.append({INPUT_NAMES[0]: preprocess(pixels)})
+    return feeds
+
+
+def _rows(outputs: Sequence[Mapping[str, np.ndarray]], name: str) -> np.ndarray:
+    return np.concatenate([np.asarray(o[name], dtype=np.float32).reshape(1, -1) for o in outputs])
+
+
+def scored_samples(specs: Sequence[object]) -> ScoredSamples:
+    """The labelled evaluation views one per sample, scored by top-5 (secondary: top-1) accuracy."""
+    from zhisuan.zoo.data.images import labelled_views
+
+    views = labelled_views(IMAGE_SIZE)
+    images = preprocess(np.stack([v.pixels for v in views]))
+    labels = [v.labels for v in views]
+
+    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
+        logits = _rows(outputs, OUTPUT_NAMES[0])
+        return (float(top_k_hits(logits, labels, 5).mean()),
+                {"top1_accuracy": float(top_k_hits(logits, labels, 1).mean())})
+
+    return ScoredSamples(
+        tuple({INPUT_NAMES[0]: images[i : i + 1]} for i in range(len(images))),
+        f"zoo:{NAME} evaluation inputs ({len(images)} labelled photo views)", "top5_accuracy", True, score,
+    )
+
+
+def serving_defaults(model_inputs: Sequence[object], model_outputs: Sequence[object]) -> ServingDefaults:
+    """RGB uint8 ``[N, 224, 224, 3]`` in, scaled as trained (``(x - 127) / 128``, NCHW); top-5 ImageNet
+    classes with their labels next to the logits."""
+    (image,) = [s.name for s in model_inputs]  # type: ignore[attr-defined]
+    (logits,) = [s.name for s in model_outputs]  # type: ignore[attr-defined]
+    labels = Path(str(resources.files("zhisuan.zoo.data").joinpath("imagenet_classes.json")))
+    pre = (
+        {"op": "cast", "input": image, "from": "UINT8", "dtype": "FP32"},
+        {"op": "scale", "input": image, "scale": 1.0 / PIXEL_STD, "offset": -PIXEL_MEAN / PIXEL_STD},
+        {"op": "transpose", "input": image, "perm": [0, 3, 1, 2]},
+    )
+    post = (
+        {"op": "softmax", "output": logits, "axis": -1, "as": "probabilities"},
+        {"op": "topk", "output": "probabilities", "k": 5, "as": "top5_probabilities", "indices_as": "top5_classes"},
+        {"op": "labels", "output": "top5_classes", "labels_file": "labels/imagenet_classes.json", "as": "top5_labels"},
+        {"op": "drop", "outputs": ["probabilities"]},
+    )
+    return ServingDefaults(pre, post, {"labels/imagenet_classes.json": labels})
+
+
 ENTRIES = [
     ZooEntry(
         name=NAME,
@@ -264,6 +346,10 @@ ENTRIES = [
         build=build,
         evaluate=evaluate,
         torch_model=torch_model,
+        inputs=realistic_inputs,
+        samples=scored_samples,
+        serving=serving_defaults,
+        quick=True,
         architecture_source="efficientnet-lite-pytorch 0.1.0 (EfficientNet.from_name('efficientnet-lite0'))",
         metadata={
             "inputs": list(INPUT_NAMES),

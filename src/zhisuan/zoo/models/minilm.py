@@ -25,7 +25,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zhisuan.errors import UserError
-from zhisuan.zoo.base import BuildOptions, EvalOptions, EvalResult, Progress, WeightsFile, ZooEntry
+from zhisuan.zoo.base import (
+    BuildOptions,
+    EvalOptions,
+    EvalResult,
+    Feed,
+    Progress,
+    ScoredSamples,
+    Split,
+    WeightsFile,
+    ZooEntry,
+)
 from zhisuan.zoo.torch_weights import load_state_strict
 
 if TYPE_CHECKING:
@@ -388,6 +398,53 @@ def evaluate(rt: Runtime, options: EvalOptions) -> EvalResult:
     )
 
 
+def realistic_inputs(split: Split, batches: int, seed: int) -> list[Feed]:
+    """``calib``: seeded random-word sentences (1-3 per text), 16 texts a batch; ``eval``: the
+    retrieval documents and queries."""
+    tok = tokenizer()
+    if split == "eval":
+        pairs = retrieval_pairs()
+        texts = [p["document"] for p in pairs] + [p["query"] for p in pairs]
+        return [tok(texts[i : i + EVAL_BATCH]) for i in range(0, len(texts), EVAL_BATCH)][:batches]
+    from zhisuan.zoo.data.text_render import random_text
+
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(batches):
+        texts = [" ".join(random_text(rng, max_tokens=8, max_chars=60) for _ in range(int(rng.integers(1, 4))))
+                 for _ in range(EVAL_BATCH)]
+        feeds.append(tok(texts))
+    return feeds
+
+
+def scored_samples(specs: Sequence[Any]) -> ScoredSamples:
+    """Documents then queries, one text per sample; scored by retrieval recall@1 (secondary: MRR)."""
+    pairs = retrieval_pairs()
+    texts = [p["document"] for p in pairs] + [p["query"] for p in pairs]
+    tok = tokenizer()
+    names = {s.name for s in specs}
+    feeds = []
+    for text in texts:
+        enc = tok([text])
+        if "token_type_ids" in names:
+            enc["token_type_ids"] = np.zeros_like(enc["input_ids"])
+        feeds.append({k: v for k, v in enc.items() if k in names})
+    pad = {"input_ids": (1, tok.pad_id), "attention_mask": (1, 0), "token_type_ids": (1, 0)}
+    n = len(pairs)
+
+    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
+        emb = np.concatenate([np.asarray(o[OUTPUT_NAMES[0]], dtype=np.float32).reshape(1, -1) for o in outputs])
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        scores = retrieval_scores(emb[n:], emb[:n], list(range(n)))
+        return scores["recall_at_1"], {"mrr": scores["mrr"], "mean_cosine_pos": scores["mean_cosine_pos"]}
+
+    return ScoredSamples(
+        tuple(feeds), f"zoo:{NAME} evaluation inputs ({n} documents + {n} queries, one text per sample, "
+        "padded to the longest in a batch)", "recall_at_1", True, score,
+        pad={k: v for k, v in pad.items() if k in names},
+    )
+
+
 ENTRIES = [
     ZooEntry(
         name=NAME,
@@ -414,6 +471,9 @@ ENTRIES = [
         default_eval_samples=60,
         build=build,
         evaluate=evaluate,
+        inputs=realistic_inputs,
+        samples=scored_samples,
+        quick=True,
         torch_model=torch_model,
         architecture_source="zhisuan (BERT encoder written in torch, loads the safetensors checkpoint strictly)",
         metadata={

@@ -26,7 +26,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zhisuan.errors import UserError
-from zhisuan.zoo.base import BuildOptions, EvalOptions, EvalResult, Progress, WeightsFile, ZooEntry
+from zhisuan.zoo.base import (
+    BuildOptions,
+    EvalOptions,
+    EvalResult,
+    Feed,
+    Progress,
+    ServingDefaults,
+    Split,
+    WeightsFile,
+    ZooEntry,
+)
 from zhisuan.zoo.data.text_render import FONT_NAMES
 
 if TYPE_CHECKING:
@@ -441,6 +451,51 @@ _LINES = (
     "cropped to the ink with 10–50% padding, dark ink on light tinted paper"
 )
 
+def _line_feeds(count: int, seed: int, height: int, width: int | None, *, flip: bool) -> list[Feed]:
+    """Rendered lines as the evaluators batch them: sorted by aspect ratio, batches of REC_BATCH,
+    padded to the batch's widest line (``width`` None) or to a fixed width."""
+    from zhisuan.zoo.data.text_render import text_lines
+
+    lines = [line.image for line in text_lines(count, seed)]
+    if flip:  # the classifier sees both orientations, as in its evaluation set
+        lines = [np.ascontiguousarray(img[::-1, ::-1]) if i % 2 else img for i, img in enumerate(lines)]
+    ratios = np.array([img.shape[1] / img.shape[0] for img in lines])
+    order = np.argsort(ratios, kind="stable")
+    feeds = []
+    for start in range(0, count, REC_BATCH):
+        idx = order[start : start + REC_BATCH]
+        w = width or int(height * max(REC_MIN_WIDTH / height, float(ratios[idx].max())))
+        x = np.stack([line_tensor(lines[i], height, w) for i in idx])
+        feeds.append({"x": x.astype(np.float32)})
+    return feeds
+
+
+def _rec_inputs(split: Split, batches: int, seed: int) -> list[Feed]:
+    """Rendered text lines (the evaluation set is the same renderer: ``seed`` picks the lines)."""
+    return _line_feeds(batches * REC_BATCH, seed, REC_HEIGHT, None, flip=False)
+
+
+def _cls_inputs(split: Split, batches: int, seed: int) -> list[Feed]:
+    return _line_feeds(batches * REC_BATCH, seed, CLS_HEIGHT, CLS_WIDTH, flip=True)
+
+
+def _det_inputs(split: Split, batches: int, seed: int) -> list[Feed]:
+    """Rendered pages, one per feed (at least two, so calibration sees more than one layout)."""
+    from zhisuan.zoo.data.text_render import text_pages
+
+    return [{"x": det_tensor(page.image)} for page in text_pages(max(2, batches // 2), seed)]
+
+
+def _cls_serving(model_inputs: Sequence[object], model_outputs: Sequence[object]) -> ServingDefaults:
+    """The orientation label next to the scores."""
+    (scores,) = [s.name for s in model_outputs]  # type: ignore[attr-defined]
+    post = (
+        {"op": "argmax", "output": scores, "axis": -1, "as": "orientation_class"},
+        {"op": "labels", "output": "orientation_class", "labels": list(CLS_LABELS), "as": "orientation"},
+    )
+    return ServingDefaults(postprocess=post)
+
+
 REC_ENTRY = ZooEntry(
     name="ppocr-rec",
     task="text recognition (OCR)",
@@ -465,6 +520,7 @@ REC_ENTRY = ZooEntry(
     default_eval_samples=100,
     build=_builder(REC_WEIGHTS),
     evaluate=_evaluate_rec,
+    inputs=_rec_inputs,
     architecture_source="PaddleOCR PP-OCRv6 (exported to ONNX by RapidOCR)",
     metadata={
         "charset_size": REC_CHARSET_SIZE,
@@ -505,6 +561,7 @@ DET_ENTRY = ZooEntry(
     default_eval_samples=30,
     build=_builder(DET_WEIGHTS),
     evaluate=_evaluate_det,
+    inputs=_det_inputs,
     architecture_source="PaddleOCR PP-OCRv6 (exported to ONNX by RapidOCR)",
     metadata={
         "input": "x: N x 3 x H x W float32 (H, W multiples of 32)",
@@ -531,6 +588,9 @@ CLS_ENTRY = ZooEntry(
     default_eval_samples=100,
     build=_builder(CLS_WEIGHTS),
     evaluate=_evaluate_cls,
+    inputs=_cls_inputs,
+    serving=_cls_serving,
+    quick=True,
     architecture_source="PaddleOCR ch_ppocr_mobile_v2.0_cls (exported to ONNX by RapidOCR)",
     metadata={
         "input": f"x: N x 3 x {CLS_HEIGHT} x {CLS_WIDTH} float32",

@@ -30,7 +30,16 @@ import numpy as np
 from zhisuan._io import atomic_write, cache_dir
 from zhisuan.errors import UserError
 from zhisuan.runtime.base import TensorSpec, TorchModel
-from zhisuan.zoo.base import BuildOptions, EvalOptions, EvalResult, Progress, ZooEntry
+from zhisuan.zoo.base import (
+    BuildOptions,
+    EvalOptions,
+    EvalResult,
+    Feed,
+    Progress,
+    ScoredSamples,
+    Split,
+    ZooEntry,
+)
 
 if TYPE_CHECKING:
     from zhisuan.runtime.base import Runtime
@@ -850,6 +859,73 @@ def _builder(export: Callable[..., None]) -> Callable[[Path, BuildOptions, Progr
     return build
 
 
+# --- Realistic inputs and scored samples (the zoo hooks) ------------------------------------
+# Inputs are made like the evaluation set; ``seed`` picks them (calibration uses another seed than
+# the evaluators' 0, so it never sees the evaluation inputs).
+
+_HOOK_BATCH = 4
+
+
+def _resnet50_inputs(split: Split, batches: int, seed: int) -> list[Feed]:
+    images = structured_images(batches * _HOOK_BATCH, seed=seed)
+    return [{"image": images[i : i + _HOOK_BATCH]} for i in range(0, len(images), _HOOK_BATCH)]
+
+
+def _bert_inputs(split: Split, batches: int, seed: int) -> list[Feed]:
+    count = batches * _HOOK_BATCH
+    data = bert_inputs(count, BERT_SEQ_LEN, seed=seed)
+    return [{k: v[i : i + _HOOK_BATCH] for k, v in data.items()} for i in range(0, count, _HOOK_BATCH)]
+
+
+def _gpt2_inputs(split: Split, batches: int, seed: int) -> list[Feed]:
+    """Prefill and cached decoding steps of the float model: the past inputs are its own presents."""
+    from zhisuan.zoo.recording import recorded_feeds
+
+    steps = 4
+    prompts = gpt2_prompts(max(1, -(-batches // steps)), GPT2_PROMPT_LEN, seed=seed)
+    return recorded_feeds("gpt2-small", lambda rt: [generate(rt, p[None], steps) for p in prompts])[:batches]
+
+
+def _rows(outputs: Sequence[Mapping[str, np.ndarray]], name: str) -> np.ndarray:
+    return np.concatenate([np.asarray(o[name], dtype=np.float32).reshape(1, -1) for o in outputs])
+
+
+def _resnet50_samples(specs: Sequence[Any]) -> ScoredSamples:
+    """The evaluation images one per sample, scored by argmax agreement with the PyTorch FP32 reference."""
+    images = structured_images(RESNET_SAMPLES, seed=0)
+    cache: dict[str, np.ndarray] = {}
+
+    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
+        if "logits" not in cache:  # the PyTorch FP32 reference of the same seeded weights
+            cache["logits"] = TorchRunner(resnet50_torch_model()).run({"image": images})["logits"]
+        logits = _rows(outputs, "logits")
+        cos = cosine_rows(logits, cache["logits"])
+        return (float(np.mean(logits.argmax(-1) == cache["logits"].argmax(-1))),
+                {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())})
+
+    return ScoredSamples(tuple({"image": images[i : i + 1]} for i in range(len(images))),
+                         f"zoo:resnet50 evaluation inputs ({len(images)} seeded structured images)",
+                         "top1_agreement", True, score)
+
+
+def _bert_samples(specs: Sequence[Any]) -> ScoredSamples:
+    """The evaluation sentence pairs one per sample, scored by cosine with the PyTorch FP32 reference."""
+    inputs = bert_inputs(BERT_SAMPLES, BERT_SEQ_LEN, seed=0)
+    cache: dict[str, np.ndarray] = {}
+
+    def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
+        if "hidden" not in cache:
+            cache["hidden"] = TorchRunner(bert_torch_model()).run(inputs)["last_hidden_state"]
+        hidden = np.concatenate([np.asarray(o["last_hidden_state"]) for o in outputs])
+        valid = inputs["attention_mask"].astype(bool)
+        cos = cosine_rows(hidden, cache["hidden"])[valid]
+        return float(cos.mean()), {"min_cosine": float(cos.min())}
+
+    return ScoredSamples(tuple({k: v[i : i + 1] for k, v in inputs.items()} for i in range(BERT_SAMPLES)),
+                         f"zoo:bert-base evaluation inputs ({BERT_SAMPLES} seeded sentence pairs, "
+                         f"{BERT_SEQ_LEN} tokens)", "mean_cosine", True, score)
+
+
 _FIDELITY = "random seeded weights: the metric is fidelity to the PyTorch FP32 reference of the same weights"
 
 ENTRIES = [
@@ -870,6 +946,8 @@ ENTRIES = [
         default_eval_samples=RESNET_SAMPLES,
         build=_builder(export_resnet50),
         evaluate=_evaluate_resnet50,
+        inputs=_resnet50_inputs,
+        samples=_resnet50_samples,
         torch_model=resnet50_torch_model,
         architecture_source=ARCHITECTURE_SOURCE,
         metadata={"parameters": 25_557_032, "weight_seed": WEIGHT_SEED, "exporter": EXPORTER, "opset": DEFAULT_OPSET},
@@ -895,6 +973,8 @@ ENTRIES = [
         default_eval_samples=BERT_SAMPLES,
         build=_builder(export_bert),
         evaluate=_evaluate_bert,
+        inputs=_bert_inputs,
+        samples=_bert_samples,
         torch_model=bert_torch_model,
         architecture_source=ARCHITECTURE_SOURCE,
         metadata={
@@ -932,6 +1012,7 @@ ENTRIES = [
         default_eval_samples=GPT2_SAMPLES,
         build=_builder(export_gpt2),
         evaluate=_evaluate_gpt2,
+        inputs=_gpt2_inputs,
         torch_model=gpt2_torch_model,
         architecture_source=ARCHITECTURE_SOURCE,
         metadata={
