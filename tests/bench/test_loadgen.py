@@ -10,6 +10,7 @@ import pytest
 from loadgen_helpers import mlp_onnx, mlp_reference
 
 from zhisuan.bench import loadgen as L
+from zhisuan.bench.loadgen.mllog import _queries_needed
 from zhisuan.errors import UserError
 from zhisuan.runtime import load_runtime
 from zhisuan.runtime.base import TensorSpec
@@ -320,8 +321,8 @@ def test_log_parser_reads_validity_throughput_percentiles_and_early_stopping() -
     assert "359 more queries" in s.early_stopping_result and s.query_count == 600
     assert s.errors == ("error_runtime: something odd",) and len(s.warnings) == 1
     assert s.effective["target_qps"] == 100.0
-    assert L._queries_needed(s.early_stopping_result, s.query_count) == 959
-    assert L._queries_needed(" * Need to process at least 662 queries for early stopping.", 100) == 662
+    assert _queries_needed(s.early_stopping_result, s.query_count) == 959
+    assert _queries_needed(" * Need to process at least 662 queries for early stopping.", 100) == 662
 
 
 def test_offline_and_multistream_throughput_from_the_log() -> None:
