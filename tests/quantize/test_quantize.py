@@ -271,3 +271,20 @@ def test_cli_json_and_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("data_flag", "runtime_flag"), [("--data", "--runtime"), ("--calib", "--backend")])
+def test_cli_shared_option_names_and_their_old_aliases(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       data_flag: str, runtime_flag: str) -> None:
+    from zhisuan.cli.app import main
+
+    src = _mlp(tmp_path / "mlp.onnx")
+    data = tmp_path / "calib"
+    data.mkdir()
+    np.savez(data / "0.npz", x=np.random.default_rng(3).standard_normal((4, 16)).astype(np.float32))
+    with pytest.raises(SystemExit) as ok:
+        main(["quantize", str(src), "-o", str(tmp_path / "q.onnx"), "--mode", "int8", data_flag, str(data),
+              runtime_flag, "onnxruntime", "--json"])
+    assert ok.value.code in (0, None)
+    result = json.loads(capsys.readouterr().out)
+    assert result["calibration"]["source"] == f"npz:{data}" and result["backend"] == "onnxruntime"

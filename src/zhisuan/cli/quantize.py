@@ -20,8 +20,8 @@ def quantize_cmd(
     model: str = typer.Argument(..., help="ONNX file or zoo model name (e.g. ppocr-rec)."),
     out: Path = typer.Option(..., "-o", "--out", help="Where to write the quantized model."),
     mode: str = typer.Option("auto", "--mode", help="auto (the fastest of static INT8, dynamic INT8 and float that meets the metric budget), int8 (static, QDQ), int8-dynamic, fp16 or bf16."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="Where the model is scored, timed and chosen: onnxruntime or openvino (runs the QDQ model with its int8 kernels)."),
-    calib: Path | None = typer.Option(None, "--calib", help="Calibration data: a .npz file or a directory of them, keyed by input names."),
+    backend: str = typer.Option("onnxruntime", "--runtime", "-r", "--backend", help="Where the model is scored, timed and chosen: onnxruntime or openvino (runs the QDQ model with its int8 kernels). --backend is the old name."),
+    calib: Path | None = typer.Option(None, "--data", "--calib", help="Calibration data: a .npz file or a directory of them, keyed by input names (default: a zoo model's realistic calibration inputs). --calib is the old name."),
     random: int | None = typer.Option(None, "--random", help="Calibrate on N seeded random batches (a poor proxy)."),
     method: str = typer.Option("minmax", "--method", help="Calibration: minmax, percentile or entropy."),
     per_channel: bool | None = typer.Option(None, "--per-channel/--per-tensor", help="Per-channel weights (default: per channel)."),
@@ -35,7 +35,7 @@ def quantize_cmd(
 ) -> None:
     """Quantize a model and score it against the float model.
 
-    Example:  zhisuan quantize efficientnet-lite0 -o eff-int8.onnx --backend openvino --metric zoo:efficientnet-lite0
+    Example:  zhisuan quantize efficientnet-lite0 -o eff-int8.onnx --runtime openvino --metric zoo:efficientnet-lite0
     """
     from zhisuan.quantize import QuantizeConfig, quantize_model
 

@@ -23,7 +23,7 @@ Feeds = list[dict[str, np.ndarray]]
 
 RANDOM_WARNING = (
     "calibrated on random inputs: a poor proxy for real data, ranges (and so accuracy) may be far "
-    "off; give --calib DATA (.npz keyed by input names) or use a zoo model for realistic inputs"
+    "off; give --data DATA (.npz keyed by input names) or use a zoo model for realistic inputs"
 )
 
 
