@@ -53,6 +53,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def install(app: FastAPI, hub: ModelHub, config: ServerConfig) -> None:
     """Add every endpoint (see :mod:`zhisuan.serve.server`) and the error handler to ``app``."""
+
     async def http_error(_request: Any, exc: Any) -> Response:
         status = int(getattr(exc, "status_code", 500))
         detail = getattr(exc, "detail", None) or "error"
