@@ -81,13 +81,18 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(config: ServerConfig, *, start_timeout_s: float = 60.0) -> Iterator[RunningServer]:
-    """The real app under uvicorn on a free loopback port (port 0), in a thread; stopped on exit."""
+def running_server(
+    config: ServerConfig, *, start_timeout_s: float = 60.0, executor_factory: Any = None
+) -> Iterator[RunningServer]:
+    """The real app under uvicorn on a free loopback port (port 0), in a thread; stopped on exit.
+
+    ``executor_factory`` replaces the real executors (e.g. a :class:`zhisuan.serve.testing.MockEngine`).
+    """
     import uvicorn
 
     from zhisuan.serve.server import bind_socket, create_app
 
-    app = create_app(config)
+    app = create_app(config) if executor_factory is None else create_app(config, executor_factory=executor_factory)
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -124,6 +124,18 @@ def test_bad_steps_fail_with_a_clear_message(steps: object, stage: str, message:
     assert message in str(exc.value)
 
 
+def test_every_op_is_a_registered_class_and_an_unknown_op_lists_them() -> None:
+    from zhisuan.serve.ops.base import REGISTRY, Op
+
+    assert processing.OPS == (
+        "argmax", "cast", "clip", "drop", "labels", "normalize", "scale", "softmax", "topk", "transpose"
+    )
+    assert all(isinstance(op, Op) and op.name == name for name, op in REGISTRY.items())
+    with pytest.raises(UserError) as exc:
+        validate_steps([{"op": ["softmax"], "output": "y"}], stage="postprocess")
+    assert str(exc.value) == f"postprocess step 1 (['softmax']): unknown op ['softmax']; known: {', '.join(processing.OPS)}"
+
+
 def test_request_signature_inverts_transpose_and_cast() -> None:
     steps = validate_steps(
         [

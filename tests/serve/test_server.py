@@ -512,7 +512,7 @@ def test_rollout_state_survives_a_restart(tmp_path: Path) -> None:
 
 def test_bad_repository_is_a_user_error(tmp_path: Path) -> None:
     from zhisuan.errors import UserError
-    from zhisuan.serve.server import ModelHub
+    from zhisuan.serve.hub import ModelHub
 
     with pytest.raises(UserError, match="not found"):
         asyncio.run(ModelHub(ServerConfig(repo=tmp_path / "missing")).start())

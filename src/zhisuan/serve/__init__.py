@@ -1,9 +1,11 @@
 """Model packages and inference serving (SPEC SRV-1..SRV-7).
 
 Packages and the repository (:mod:`zhisuan.serve.package`, :mod:`zhisuan.serve.repository`),
-declarative processing (:mod:`zhisuan.serve.processing`), replica pools
-(:mod:`zhisuan.serve.workers`) and the Ray Serve engine (:mod:`zhisuan.serve.ray_engine`), next
-to the Open Inference Protocol v2 server. Importing this package stays light: names are loaded
+declarative processing (:mod:`zhisuan.serve.processing`, one op per module in
+:mod:`zhisuan.serve.ops`), replica pools (:mod:`zhisuan.serve.workers`) and the Ray Serve engine
+(:mod:`zhisuan.serve.ray_engine`), next to the Open Inference Protocol v2 server
+(:mod:`zhisuan.serve.server`: its state in :mod:`zhisuan.serve.hub`, its HTTP handlers in
+:mod:`zhisuan.serve.routes`; :mod:`zhisuan.serve.testing` serves without a model runtime). Importing this package stays light: names are loaded
 on first use, and nothing here imports onnxruntime, fastapi or ray.
 
 >>> from zhisuan import serve
@@ -18,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "BatchingConfig",
+    "MockEngine",
     "Package",
     "PackageManifest",
     "RayExecutor",
@@ -36,6 +39,7 @@ _WHERE = {
     "load_package": "package",
     "pack": "package",
     "Repository": "repository",
+    "MockEngine": "testing",
     "ReplicaPool": "workers",
     "RayExecutor": "ray_engine",
 }

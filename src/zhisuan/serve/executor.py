@@ -1,6 +1,9 @@
 """Executors run already-batched inputs of one package version: in this process, in replicas, on Ray.
 
-The server only knows the :class:`Executor` protocol; :func:`make_executor` picks the engine.
+The server only knows the :class:`Executor` protocol, and makes each version's executor with an
+:class:`ExecutorFactory` it is given (as an httpx client is given a transport):
+:func:`make_executor` picks the engine by default; :class:`zhisuan.serve.testing.MockEngine`
+answers from a function, for tests without a model runtime.
 :class:`InProcessExecutor` keeps one runner in this process and calls its ``run`` in a thread
 pool (ONNX Runtime and OpenVINO release the GIL while they compute, so the event loop keeps
 decoding requests meanwhile). Several replicas (:class:`zhisuan.serve.workers.ReplicaPool`) and
@@ -24,7 +27,7 @@ from zhisuan.errors import UserError
 if TYPE_CHECKING:
     from zhisuan.serve.package import Package
 
-__all__ = ["ENGINES", "Executor", "InProcessExecutor", "make_executor"]
+__all__ = ["ENGINES", "Executor", "ExecutorFactory", "InProcessExecutor", "make_executor"]
 
 ENGINES = ("local", "ray")
 Engine = Literal["local", "ray"]
@@ -44,6 +47,26 @@ class Executor(Protocol):
     def ready(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class ExecutorFactory(Protocol):
+    """Makes the executor of one package version; :func:`make_executor` is the real one.
+
+    The options are the server's (:class:`~zhisuan.serve.config.ServerConfig`); a factory may
+    ignore those that do not apply to it. An executor with an ``async start()`` is started
+    before it takes batches.
+    """
+
+    def __call__(
+        self,
+        package: Package,
+        *,
+        replicas: int,
+        engine: str,
+        runtime: str | None,
+        threads: int | None,
+        concurrency: int,
+    ) -> Executor: ...
 
 
 class InProcessExecutor:
