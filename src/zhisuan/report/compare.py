@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan._io import atomic_write
-from zhisuan.errors import UserError
 from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report, higher_is_better, load_report
+from zhisuan.errors import UserError
 
 Verdict = Literal["better", "worse", "same"]
 DEFAULT_TOLERANCE = 0.03
