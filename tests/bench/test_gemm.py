@@ -18,10 +18,10 @@ from zhisuan.bench.gemm import (
     measure_gemm_cuda,
     time_repeats,
 )
-from zhisuan.bench.peak import theoretical_peak
 from zhisuan.bench.tasks import EvalContext
 from zhisuan.device.base import DeviceInfo, DeviceSample
 from zhisuan.device.cpu import CpuProvider
+from zhisuan.device.peak import theoretical_peak
 from zhisuan.device.telemetry import TelemetrySnapshot
 from zhisuan.errors import UserError
 

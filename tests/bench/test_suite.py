@@ -23,6 +23,7 @@ from zhisuan.bench.suite import (
 from zhisuan.bench.tasks import EvalContext, Task
 from zhisuan.device import DeviceInfo, DeviceList
 from zhisuan.errors import UserError
+from zhisuan.report.html import write_suite_html
 
 CPU = DeviceInfo("cpu", 0, "Test CPU", 8 << 30, None, ("avx2",), ("fp32",), "Linux test",
                  details={"physical_cores": 2, "threads": 2})
@@ -86,7 +87,8 @@ def fake_tasks(calls: Calls) -> dict[str, Task]:
 
 def run(tmp_path: Path, tasks: dict[str, Task], events: list[SuiteEvent] | None = None, **config: Any) -> Any:
     cfg = SuiteConfig(out_dir=tmp_path / "out", telemetry=config.pop("telemetry", False), **config)
-    return run_suite(cfg, progress=events.append if events is not None else None, tasks=tasks, devices=devices())
+    report = run_suite(cfg, progress=events.append if events is not None else None, tasks=tasks, devices=devices())
+    return write_suite_html(report, cfg.out_dir)
 
 
 def test_failures_become_items_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -271,6 +273,7 @@ def test_telemetry_runs_over_the_device_and_lands_in_the_report(tmp_path: Path) 
 
     report = run_suite(SuiteConfig(out_dir=tmp_path / "out", device="null"),
                        tasks={"EV-2.b": make_task("EV-2.b", busy)}, devices=devices(CPU, NULL))
+    write_suite_html(report, tmp_path / "out")
     tel = report.telemetry
     assert tel["device"] == "null:0" and tel["interval_s"] == 0.2
     assert len(tel["series"]["t_s"]) >= 3 and set(tel["series"]["power_w"]) == {100.0}

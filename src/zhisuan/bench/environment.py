@@ -1,7 +1,7 @@
 """EV-1 tasks: the device's identity and the test environment as report items.
 
 The full environment record lives in ``report.json["environment"]``
-(:func:`zhisuan.report.environment.collect_environment`); these items put its parts that decide
+(:func:`zhisuan.bench.environment_record.collect_environment`); these items put its parts that decide
 a figure (device, cores, memory, precisions, driver, runtime versions, clocks, power limits) in
 the report's item list, so ``zhisuan report compare`` shows them side by side. Each item says
 where its value was read; a value that is not readable here is a ``skip`` with the reason.
@@ -206,7 +206,7 @@ def _power_items(env: dict[str, Any], device: Any, unavailable: dict[str, str]) 
 def _environment(ctx: EvalContext) -> dict[str, Any]:
     if ctx.environment:
         return ctx.environment
-    from zhisuan.report.environment import collect_environment
+    from zhisuan.bench.environment_record import collect_environment
 
     return collect_environment(["(python API)"], ctx.seed, ctx.threads, ctx.device)
 

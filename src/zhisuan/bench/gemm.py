@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zhisuan.bench.energy import EnergyReading, energy_items, energy_window
-from zhisuan.bench.peak import PeakEstimate, theoretical_peak
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
+from zhisuan.device.peak import PeakEstimate, theoretical_peak
 from zhisuan.errors import UserError
 
 CPU_PRECISIONS = ("fp32", "bf16", "fp16", "int8")

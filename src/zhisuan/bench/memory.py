@@ -40,9 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zhisuan.bench.peak import BandwidthPeak, host_link_peak, memory_bandwidth_peak
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
+from zhisuan.device.peak import BandwidthPeak, host_link_peak, memory_bandwidth_peak
 from zhisuan.errors import UserError
 
 KERNELS = ("copy", "scale", "add", "triad")

@@ -10,8 +10,9 @@ threads (default: physical cores), seed (default 0), a scratch directory per tas
 Each finished task's items are written at once (atomically) to ``DIR/.partial/<task>.json`` with
 the run's fingerprint (suite, device, threads, seed), so ``resume=True`` reuses them and runs only
 what is missing or crashed; a directory holding a run with another fingerprint is refused. Ctrl-C
-raises :class:`SuiteInterrupted` after saving what finished. At the end ``DIR/report.json`` and
-``DIR/report.html`` are written atomically, with the EV-11 items about the report itself.
+raises :class:`SuiteInterrupted` after saving what finished. At the end ``DIR/report.json`` is
+written atomically, with the EV-11 items about the report itself; ``DIR/report.html`` is written
+by :func:`zhisuan.report.html.write_suite_html` (``zhisuan evaluate`` runs both).
 
 >>> from zhisuan.bench.suite import SuiteConfig, run_suite
 >>> report = run_suite(SuiteConfig(suite="quick", only=("EV-1",), out_dir="out"))  # doctest: +SKIP
@@ -34,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from zhisuan._io import atomic_write, atomic_write_json
+from zhisuan._io import atomic_write_json
 from zhisuan.bench.schema import (
     CLAUSES,
     SCHEMA_VERSION,
@@ -383,13 +384,15 @@ def run_suite(
     tasks: dict[str, Task] | None = None,
     devices: Any = None,
 ) -> Report:
-    """Run the suite, write ``report.json`` and ``report.html`` into ``config.out_dir``, return the report.
+    """Run the suite, write ``report.json`` into ``config.out_dir``, return the report.
+
+    ``report.html`` (and its EV-11 item) is the caller's: :func:`zhisuan.report.html.write_suite_html`.
 
     ``progress`` receives :class:`SuiteEvent` s. ``tasks`` (default: every registered task) and
     ``devices`` (a ``DeviceList``; default: the device registry with runtime backends) can be
     given, e.g. by tests.
     """
-    from zhisuan.report.environment import collect_environment
+    from zhisuan.bench.environment_record import collect_environment
 
     emit = progress or (lambda _event: None)
     if config.suite not in SUITES:
@@ -613,17 +616,11 @@ def _dist_version(name: str, metadata: Any) -> str:
 
 
 def _write(report: Report, out_dir: Path) -> Report:
-    from zhisuan.report.html import check_html, format_html, render_plots
-
+    # report.html and its EV-11 item are added by zhisuan.report.html.write_suite_html, above bench.
     finished = replace(report, finished_at=_now())
     with_json = replace(finished, items=(*finished.items, _json_item(finished)))
-    plots = render_plots(with_json)
-    check = check_html(format_html(with_json, plots=plots), with_json)
-    final = replace(with_json, items=(*with_json.items, check.to_item()))
-    final = replace(final, summary={**final.summary, **summarize(final.items)})
+    final = replace(with_json, summary={**with_json.summary, **summarize(with_json.items)})
     atomic_write_json(out_dir / "report.json", plain_json(final.to_dict()))
-    html = format_html(final, plots=plots)
-    atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
     return final
 
 

@@ -32,7 +32,7 @@ class EvalContext:
     there is none). ``sampler`` is a running TelemetrySampler over the device when one could be
     started, else None; tasks that report energy read their window from it. ``work_dir`` is the
     task's own scratch directory (``DIR/work/<task id>``, kept as evidence, e.g. LoadGen logs).
-    ``environment`` is the run's EV-1 environment record (:mod:`zhisuan.report.environment`).
+    ``environment`` is the run's EV-1 environment record (:mod:`zhisuan.bench.environment_record`).
     """
 
     suite: str

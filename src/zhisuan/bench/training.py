@@ -360,11 +360,11 @@ class Peak:
 
 
 def fp32_peak(device: Any, cores: int | None = None) -> Peak:
-    """The theoretical FP32 peak from EV-2's :func:`zhisuan.bench.peak.theoretical_peak`.
+    """The theoretical FP32 peak from EV-2's :func:`zhisuan.device.peak.theoretical_peak`.
 
     ``cores`` limits a CPU peak to the cores the measurement used.
     """
-    from zhisuan.bench.peak import theoretical_peak
+    from zhisuan.device.peak import theoretical_peak
 
     estimate = theoretical_peak(device, "fp32", cores=cores if getattr(device, "kind", "") == "cpu" else None)
     if estimate.ops_per_s is None:

@@ -39,6 +39,7 @@ def evaluate_cmd(
     """
     from zhisuan.bench.suite import SuiteConfig, SuiteInterrupted, run_suite
     from zhisuan.errors import UserError
+    from zhisuan.report.html import write_suite_html
 
     patterns = tuple(p.strip() for value in only or [] for p in value.split(",") if p.strip())
     config = SuiteConfig(
@@ -48,7 +49,7 @@ def evaluate_cmd(
     ui = _ProgressUI(enabled=not json_out)
     try:
         with ui, _stdout_to_stderr(json_out):
-            report = run_suite(config, progress=ui.on_event)
+            report = write_suite_html(run_suite(config, progress=ui.on_event), out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from None

@@ -7,7 +7,9 @@ and layer by layer, and find the first operator where they diverge.
 'conv2'
 """
 
-from zhisuan.compare.core import (
+from zhisuan.compare.core import compare_models
+from zhisuan.compare.metrics import AgreementAccumulator, TensorAgreement, Tolerance, agreement
+from zhisuan.compare.results import (
     CompareConfig,
     CompareResult,
     Divergence,
@@ -15,9 +17,7 @@ from zhisuan.compare.core import (
     Measurement,
     ModelSide,
     OutputResult,
-    compare_models,
 )
-from zhisuan.compare.metrics import AgreementAccumulator, TensorAgreement, Tolerance, agreement
 
 __all__ = [
     "AgreementAccumulator",

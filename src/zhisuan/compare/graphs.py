@@ -1,8 +1,7 @@
-"""ONNX graph plumbing for layerwise comparison: an index of producers and consumers, copies of a
-model that expose intermediate tensors as outputs, and the "teacher-forced" copy that feeds each
-layer the reference values of its inputs.
+"""ONNX graph plumbing for layerwise comparison: copies of a model that expose intermediate tensors
+as outputs, and the "teacher-forced" copy that feeds each layer the reference values of its inputs.
 
-Only the top-level graph is indexed: tensors inside control-flow bodies (If, Loop, Scan) are
+Only the top-level graph is indexed (:class:`zhisuan.graph.index.GraphIndex`): tensors inside control-flow bodies (If, Loop, Scan) are
 neither exposed nor teacher-forced.
 """
 
@@ -10,76 +9,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from zhisuan.graph.index import GraphIndex
+
 #: Suffix of the graph inputs that carry reference values into the teacher-forced model.
 REF_SUFFIX = "__zhisuan_ref"
-
-
-@dataclass
-class GraphIndex:
-    """Who produces and who consumes each tensor of a model's top-level graph."""
-
-    model: Any
-    producer: dict[str, int] = field(default_factory=dict)  # tensor -> node index
-    consumers: dict[str, list[int]] = field(default_factory=dict)
-    constants: dict[str, Any] = field(default_factory=dict)  # tensor -> TensorProto (initializer or Constant)
-    inputs: list[str] = field(default_factory=list)  # graph inputs that are not initializers
-    outputs: list[str] = field(default_factory=list)
-
-    @classmethod
-    def build(cls, model: Any) -> GraphIndex:
-        graph = model.graph
-        index = cls(model)
-        for init in graph.initializer:
-            index.constants[init.name] = init
-        index.inputs = [v.name for v in graph.input if v.name not in index.constants]
-        index.outputs = [v.name for v in graph.output]
-        for i, node in enumerate(graph.node):
-            for name in node.input:
-                if name:
-                    index.consumers.setdefault(name, []).append(i)
-            for name in node.output:
-                if name:
-                    index.producer[name] = i
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
-                value = _constant_value(node)
-                if value is not None:
-                    index.constants[node.output[0]] = value
-        return index
-
-    @property
-    def nodes(self) -> Any:
-        return self.model.graph.node
-
-    def tensor_names(self) -> set[str]:
-        return {*self.inputs, *self.producer, *self.constants}
-
-    def topo_position(self, tensor: str) -> int:
-        """Position of the tensor's producer in node order (-1 for inputs and initializers)."""
-        return self.producer.get(tensor, -1)
-
-
-def _constant_value(node: Any) -> Any:
-    from onnx import helper, numpy_helper
-
-    for attr in node.attribute:
-        if attr.name == "value":
-            return attr.t
-        if attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
-            value = helper.get_attribute_value(attr)
-            dtype = np.float32 if "float" in attr.name else np.int64
-            return numpy_helper.from_array(np.asarray(value, dtype=dtype), node.output[0])
-    return None
-
-
-def constant_array(proto: Any) -> np.ndarray:
-    from onnx import numpy_helper
-
-    return numpy_helper.to_array(proto)
 
 
 def _infer(model: Any) -> dict[str, Any]:

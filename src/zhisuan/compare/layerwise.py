@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from zhisuan.compare.core import (
+from zhisuan.compare.graphs import REF_SUFFIX, teacher_forced, with_outputs
+from zhisuan.compare.metrics import AgreementAccumulator
+from zhisuan.compare.pairing import Pairing, pair_tensors
+from zhisuan.compare.results import (
     CompareConfig,
     CompareResult,
     Divergence,
@@ -22,14 +25,9 @@ from zhisuan.compare.core import (
     Measurement,
     ModelSide,
     OutputResult,
-    add_checked,
-    cast_feeds,
-    load_side,
-    pair_outputs,
 )
-from zhisuan.compare.graphs import REF_SUFFIX, GraphIndex, teacher_forced, with_outputs
-from zhisuan.compare.metrics import AgreementAccumulator
-from zhisuan.compare.pairing import Pairing, pair_tensors
+from zhisuan.compare.sides import add_checked, cast_feeds, load_side, pair_outputs
+from zhisuan.graph.index import GraphIndex
 
 _LAYERWISE_RUNTIMES = ("onnxruntime", "openvino")
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from zhisuan.compare.graphs import GraphIndex, constant_array
+from zhisuan.graph.index import GraphIndex, to_array
 
 #: Ops whose first output holds the same value as their first input (for pairing purposes).
 _ALIAS_OPS = {"Identity", "Cast", "Dropout", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -260,7 +260,7 @@ def _digest(*parts: Any) -> str:
 
 
 def _const_sig(proto: Any) -> str:
-    array = constant_array(proto)
+    array = to_array(proto)
     return "c" + hashlib.blake2b(
         f"{array.dtype.str}{array.shape}".encode() + np.ascontiguousarray(array).tobytes(), digest_size=12
     ).hexdigest()
@@ -324,7 +324,7 @@ class _RefConstants:
         for sig, proto in candidates:
             unit = self._unit.get(sig)
             if unit is None:
-                array = constant_array(proto)
+                array = to_array(proto)
                 flat = array.astype(np.float64).ravel()
                 n = np.linalg.norm(flat)
                 unit = flat / n if n else flat
@@ -346,7 +346,7 @@ def _dequantized(index: GraphIndex, node: Any, pos: int) -> np.ndarray | None:
     name = node.input[pos] if pos < len(node.input) else ""
     if name not in index.constants:
         return None
-    q = constant_array(index.constants[name]).astype(np.float64)
+    q = to_array(index.constants[name]).astype(np.float64)
     op = node.op_type
     scale_name = zp_name = ""
     axis = 0
@@ -376,7 +376,7 @@ def _dequantized_by_consumer(index: GraphIndex, table: str, moved: str) -> np.nd
     if len(users) != 1 or index.nodes[users[0]].op_type != "DequantizeLinear":
         return None
     dq = index.nodes[users[0]]
-    q = constant_array(index.constants[table])
+    q = to_array(index.constants[table])
     scale = _array(index, dq.input[1])
     zp = _array(index, dq.input[2]) if len(dq.input) > 2 else None
     if np.issubdtype(q.dtype, np.floating) or scale is None or scale.size != 1 or (zp is not None and zp.size != 1):
@@ -389,7 +389,7 @@ _BIAS_INPUTS = {("QLinearConv", 8), ("QGemm", 6)}
 
 
 def _array(index: GraphIndex, name: str) -> np.ndarray | None:
-    return constant_array(index.constants[name]).astype(np.float64) if name in index.constants else None
+    return to_array(index.constants[name]).astype(np.float64) if name in index.constants else None
 
 
 def _along(values: np.ndarray, like: np.ndarray, axis: int) -> np.ndarray:
@@ -408,7 +408,7 @@ def _zero_point_at_bottom(index: GraphIndex, name: str) -> bool:
     """A uint8 zero point of 0 or an int8 one of -128: the quantized range starts at 0 (an absorbed Relu)."""
     if name not in index.constants:
         return False
-    zp = constant_array(index.constants[name])
+    zp = to_array(index.constants[name])
     if zp.size != 1:
         return False
     return (zp.dtype == np.uint8 and int(zp.ravel()[0]) == 0) or (zp.dtype == np.int8 and int(zp.ravel()[0]) == -128)
@@ -428,7 +428,7 @@ def _signatures(index: GraphIndex, ref_consts: _RefConstants | None, ref_sigs: s
     for name, proto in index.constants.items():
         sig[name] = _const_sig(proto)
         if ref_consts is not None and sig[name] not in ref_consts.signatures and _is_float_proto(proto):
-            array = constant_array(proto)
+            array = to_array(proto)
             if array.size > 1:  # e.g. fp16 weights
                 sig[name] = ref_consts.closest(array) or sig[name]
             if sig[name] not in ref_consts.signatures:

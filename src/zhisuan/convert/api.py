@@ -189,7 +189,7 @@ def _from_torch(
     import torch
 
     from zhisuan.convert.torch_source import load_factory, other_inputs
-    from zhisuan.convert.torch_to_onnx import EXPORTERS, ExportError, export_onnx
+    from zhisuan.graph.torch_export import EXPORTERS, ExportError, export_onnx
 
     progress(f"building the module from {spec}")
     src = load_factory(spec, input_shapes=input_shapes)

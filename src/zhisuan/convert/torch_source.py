@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zhisuan.errors import UserError
-from zhisuan.inputs import FACTORY_PATTERN, is_factory
+from zhisuan.inputs import FACTORY_PATTERN, is_factory, refuse_pickle
 
 if TYPE_CHECKING:
     import torch

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.graph import index
 from zhisuan.graph.namemap import NameMap, read_name_map, write_name_map
-from zhisuan.optimize import _graph
 from zhisuan.optimize.registry import TARGETS, PassContext, PassInfo, PassOutcome, default_pipeline, get_pass
 
 MAX_ROUNDS = 8
@@ -122,14 +122,14 @@ def run_passes(
 ) -> tuple[Any, dict[str, PassReport], NameMap, int]:
     """Apply ``infos`` in order, repeatedly, until a whole round changes nothing. Mutates ``model``."""
     reports = {info.name: PassReport(info.name) for info in infos}
-    name_map = NameMap.identity(_graph.tensor_names(model.graph))
+    name_map = NameMap.identity(index.tensor_names(model.graph))
     rounds = 0
     for rounds in range(1, max_rounds + 1):
         any_changed = False
         for info in infos:
             if info.once and rounds > 1:
                 continue
-            before = _graph.tensor_names(model.graph)
+            before = index.tensor_names(model.graph)
             nodes = len(model.graph.node)
             start = time.perf_counter()
             outcome = info.fn(model, ctx)
@@ -138,7 +138,7 @@ def run_passes(
             reports[info.name]._absorb(outcome, nodes - len(model.graph.node), seconds)
             if outcome.changed:
                 any_changed = True
-                after = _graph.tensor_names(model.graph)
+                after = index.tensor_names(model.graph)
                 step = {}
                 for name in before:
                     dst = _follow(outcome.renamed, name)

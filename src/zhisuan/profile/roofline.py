@@ -102,16 +102,16 @@ def theoretical_peak_gflops(cores: int, flags: set[str] | None = None) -> tuple[
 
 def _theoretical_fp32(cores: int) -> tuple[float | None, str]:
     """EV-2's theoretical FP32 peak of the host CPU (measured clock, per-core FMA units by
-    microarchitecture, see :mod:`zhisuan.bench.peak`); the simpler estimate above if that fails."""
+    microarchitecture, see :mod:`zhisuan.device.peak`); the simpler estimate above if that fails."""
     try:
-        from zhisuan.bench.peak import theoretical_peak
         from zhisuan.device.cpu import CpuProvider
+        from zhisuan.device.peak import theoretical_peak
 
         device = CpuProvider().discover().devices[0]
         estimate = theoretical_peak(device, "fp32", cores=cores)
     except Exception as exc:  # a peak is context for the roofline, never a reason to fail a profile
         gflops, basis = theoretical_peak_gflops(cores)
-        return gflops, f"{basis} (zhisuan.bench.peak failed: {exc})"
+        return gflops, f"{basis} (zhisuan.device.peak failed: {exc})"
     if estimate.ops_per_s is None:
         return theoretical_peak_gflops(cores)
     assumed = f"; assumed: {'; '.join(estimate.assumptions)}" if estimate.assumptions else ""

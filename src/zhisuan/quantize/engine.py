@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.graph import index
 from zhisuan.graph.namemap import NameMap
 from zhisuan.quantize.calibration import Feeds
 from zhisuan.quantize.config import Method, Mode, QuantizeConfig
@@ -95,10 +96,8 @@ def prepare(model: Any, config: QuantizeConfig, feeds: Feeds | None = None) -> P
     folded = fold_pad_into_conv(prepared)  # exact; see zhisuan.quantize.policy
     applied.append("fold-pad-into-conv")
     if folded:
-        from zhisuan.optimize import _graph
-
         changes["fold-pad-into-conv"] = {"pads_folded": folded}
-        name_map = name_map.then(NameMap.identity(_graph.tensor_names(prepared.graph)))
+        name_map = name_map.then(NameMap.identity(index.tensor_names(prepared.graph)))
     _name_nodes(prepared)
     return Prepared(prepared, name_map, applied, changes, before, default_opset(prepared), notes)
 

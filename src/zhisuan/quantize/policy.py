@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan.graph import index
+
 #: Operators with weights (or activation x activation products) that INT8 is for.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -82,15 +84,13 @@ def select_static_nodes(model: Any, *, exclude: Iterable[str] = ()) -> Selection
     ``exclude``: nodes kept in float (the user's ``--exclude``, the search's float layers); an
     excluded compute node no longer anchors an island, so the chain around it stays float too.
     """
-    from zhisuan.optimize import _graph
-
     graph = model.graph
     excluded = set(exclude)
-    constants = set(_graph.initializers(graph))
+    constants = set(index.initializers(graph))
     graph_inputs = {v.name for v in graph.input}
-    outputs = _graph.output_names(graph)
-    producers = _graph.producers(graph)
-    users = _graph.consumers(graph)
+    outputs = index.output_names(graph)
+    producers = index.producers(graph)
+    users = index.consumers(graph)
     compute = {n.name for n in graph.node if n.op_type in COMPUTE_OPS and n.name not in excluded}
     chain = {n.name for n in graph.node if n.op_type in CHAIN_OPS and n.name not in excluded}
     nodes = [n for n in graph.node if n.name in chain]
@@ -134,13 +134,11 @@ def fold_pad_into_conv(model: Any) -> int:
     Exact (the Conv pads with zeros itself). In place; returns the number of Pads folded. The Pad's
     output tensor disappears; its constant inputs are dropped when nothing else reads them.
     """
-    from zhisuan.optimize import _graph
-
     graph = model.graph
-    inits = _graph.initializers(graph)
-    users = _graph.consumers(graph)
-    outputs = _graph.output_names(graph)
-    opset = _graph.default_opset(model)
+    inits = index.initializers(graph)
+    users = index.consumers(graph)
+    outputs = index.output_names(graph)
+    opset = index.default_opset(model)
     doomed = []
     for pad in graph.node:
         if pad.op_type != "Pad" or pad.domain not in ("", "ai.onnx"):
@@ -152,13 +150,13 @@ def fold_pad_into_conv(model: Any) -> int:
         if not all(_foldable_conv(r, pad.output[0], len(spatial) // 2) for r in readers):
             continue
         for conv in readers:
-            current = _graph.attr(conv, "pads", None) or [0] * len(spatial)
+            current = index.attr(conv, "pads", None) or [0] * len(spatial)
             _set_ints(conv, "pads", [int(a) + int(b) for a, b in zip(current, spatial, strict=True)])
             conv.input[0] = pad.input[0]
         doomed.append(pad)
     if doomed:
-        _graph.remove_nodes(graph, doomed)
-        read = {name for node in graph.node for name in _graph.node_reads(node)}
+        index.remove_nodes(graph, doomed)
+        read = {name for node in graph.node for name in index.node_reads(node)}
         for init in [i for i in graph.initializer if i.name not in read and i.name not in outputs]:
             graph.initializer.remove(init)
     return len(doomed)
@@ -167,25 +165,23 @@ def fold_pad_into_conv(model: Any) -> int:
 def _zero_spatial_pads(pad: Any, inits: dict[str, Any], opset: int) -> list[int] | None:
     """The Conv-style pads [x1_begin, ..., x1_end, ...] of a zero, constant-mode Pad that pads only
     spatial axes (not batch or channels), else None."""
-    from zhisuan.optimize import _graph
-
-    mode = _graph.attr(pad, "mode", b"constant")
+    mode = index.attr(pad, "mode", b"constant")
     if (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant":
         return None
     if opset < 11:
-        pads = _graph.attr(pad, "pads", None)
-        value = float(_graph.attr(pad, "value", 0.0))
+        pads = index.attr(pad, "pads", None)
+        value = float(index.attr(pad, "value", 0.0))
     else:
         if len(pad.input) < 2 or pad.input[1] not in inits:
             return None
         if len(pad.input) > 3 and pad.input[3]:  # explicit axes: rare, not worth the bookkeeping
             return None
-        pads = _graph.to_array(inits[pad.input[1]]).astype(np.int64).tolist()
+        pads = index.to_array(inits[pad.input[1]]).astype(np.int64).tolist()
         value = 0.0
         if len(pad.input) > 2 and pad.input[2]:
             if pad.input[2] not in inits:
                 return None
-            const = _graph.to_array(inits[pad.input[2]])
+            const = index.to_array(inits[pad.input[2]])
             if const.size != 1:
                 return None
             value = float(const.reshape(-1)[0])
@@ -199,16 +195,14 @@ def _zero_spatial_pads(pad: Any, inits: dict[str, Any], opset: int) -> list[int]
 
 
 def _foldable_conv(node: Any, tensor: str, spatial_rank: int) -> bool:
-    from zhisuan.optimize import _graph
-
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or node.input[0] != tensor:
         return False
     if tensor in node.input[1:]:
         return False
-    auto_pad = _graph.attr(node, "auto_pad", b"NOTSET")
+    auto_pad = index.attr(node, "auto_pad", b"NOTSET")
     if (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) not in ("NOTSET", ""):
         return False
-    current = _graph.attr(node, "pads", None)
+    current = index.attr(node, "pads", None)
     return current is None or len(current) == 2 * spatial_rank
 
 
@@ -305,12 +299,10 @@ def settle_activations(model: Any) -> tuple[int, int]:
       it (``Q_out`` reads the producer's output directly): there ORT does not fuse the explicit
       form, and the extra requantization cost 28 % of ResNet-50's INT8 speed.
     """
-    from zhisuan.optimize import _graph
-
     graph = model.graph
-    producers = _graph.producers(graph)
-    users = _graph.consumers(graph)
-    outputs = _graph.output_names(graph)
+    producers = index.producers(graph)
+    users = index.consumers(graph)
+    outputs = index.output_names(graph)
     kept = folded = 0
     doomed = []
     for act in graph.node:
@@ -337,8 +329,8 @@ def settle_activations(model: Any) -> tuple[int, int]:
             doomed.extend([q_in, dq_in, act])
             folded += 1
     if doomed:
-        _graph.remove_nodes(graph, doomed)
-        read = {name for node in graph.node for name in _graph.node_reads(node)}
+        index.remove_nodes(graph, doomed)
+        read = {name for node in graph.node for name in index.node_reads(node)}
         for init in [i for i in graph.initializer if i.name not in read and i.name not in outputs]:
             graph.initializer.remove(init)
     return kept, folded

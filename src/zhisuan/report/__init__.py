@@ -1,7 +1,7 @@
-"""Evaluation reports (SPEC EV-11): the data model, the environment record, HTML, comparison.
+"""Evaluation reports (SPEC EV-11): the data model, HTML, comparison.
 
 - :mod:`zhisuan.bench.schema`: :class:`Item` / :class:`Report`, ``report.schema.json``, validation;
-- :mod:`zhisuan.report.environment`: the EV-1 environment record;
+- :mod:`zhisuan.bench.environment_record`: the EV-1 environment record (collected by the suite);
 - :mod:`zhisuan.report.html`: the self-contained ``report.html``;
 - :mod:`zhisuan.report.compare`: several reports side by side (选型);
 - :mod:`zhisuan.report.format`: the text formatting shared by the HTML and the CLI.

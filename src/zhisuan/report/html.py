@@ -31,13 +31,13 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from zhisuan import __version__
-from zhisuan._io import atomic_write
-from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report
+from zhisuan._io import atomic_write, atomic_write_json
+from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report, plain_json, summarize
 from zhisuan.report.format import (
     clause_rows,
     format_plain,
@@ -532,6 +532,23 @@ def check_html(text: str, report: Report | None = None) -> HtmlCheck:
         external_refs=len(_EXTERNAL.findall(text)),
         items_missing=missing,
     )
+
+
+def write_suite_html(report: Report, out_dir: str | Path) -> Report:
+    """Add ``report.html`` to a suite's output directory, with its EV-11 item; returns the final report.
+
+    :func:`zhisuan.bench.suite.run_suite` writes ``report.json``; this renders the page, checks it
+    (the ``EV-11.report.html`` item), and rewrites ``report.json`` with that item and the summary.
+    """
+    out_dir = Path(out_dir)
+    plots = render_plots(report)
+    check = check_html(format_html(report, plots=plots), report)
+    final = replace(report, items=(*report.items, check.to_item()))
+    final = replace(final, summary={**final.summary, **summarize(final.items)})
+    atomic_write_json(out_dir / "report.json", plain_json(final.to_dict()))
+    text = format_html(final, plots=plots)
+    atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return final
 
 
 def write_html(report: Report, path: str | Path) -> Path:

@@ -1,7 +1,8 @@
-"""The zoo's torch -> ONNX export: :mod:`zhisuan.convert.torch_to_onnx` with the zoo's exporter choice.
+"""The zoo's torch -> ONNX export: :mod:`zhisuan.graph.torch_export` with the zoo's exporter choice.
 
 The general exporter (dynamo first, legacy as the fallback, graph and numeric checks, diagnosis)
-lives in :mod:`zhisuan.convert.torch_to_onnx`; this module keeps the zoo's entry point.
+lives in :mod:`zhisuan.graph.torch_export`, below both the zoo and ``zhisuan convert`` (which
+exports a user's PyTorch factory with it); this module keeps the zoo's entry point.
 
 The zoo builds at opset 17 by default. Below opset 18 the dynamo exporter writes opset 18 and
 down-converts; for the zoo's real models (EfficientNet-Lite0, MiniLM-L6, torch 2.13) that
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zhisuan.convert.torch_to_onnx import (
+from zhisuan.graph.torch_export import (
     DEFAULT_OPSET,
     EXPORTERS,
     ExportAttempt,
@@ -25,7 +26,7 @@ from zhisuan.convert.torch_to_onnx import (
     ExportError,
     ExportReport,
 )
-from zhisuan.convert.torch_to_onnx import export_onnx as _export_onnx
+from zhisuan.graph.torch_export import export_onnx as _export_onnx
 from zhisuan.zoo.base import Progress, _no_progress
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def export_onnx(
     metadata: Mapping[str, str] | None = None,
     progress: Progress = _no_progress,
 ) -> ExportReport:
-    """Export ``module(*args)`` to ``out`` and verify it; see :func:`zhisuan.convert.torch_to_onnx.export_onnx`.
+    """Export ``module(*args)`` to ``out`` and verify it; see :func:`zhisuan.graph.torch_export.export_onnx`.
 
     Below opset 18, when another exporter is allowed, the dynamo exporter is recorded as skipped.
     """

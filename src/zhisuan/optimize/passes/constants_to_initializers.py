@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 
@@ -46,7 +46,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
     if model.ir_version < 4:  # initializers had to be graph inputs then; leave such models alone
         outcome.notes.append("IR version < 4: skipped")
         return outcome
-    outputs = _graph.output_names(graph)
+    outputs = index.output_names(graph)
     moved = []
     for node in graph.node:
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or node.output[0] in outputs:
@@ -61,7 +61,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
         outcome.count("constants_moved")
         outcome.count("elements_moved", int(_numel(init)))
     if moved:
-        _graph.remove_nodes(graph, moved)
+        index.remove_nodes(graph, moved)
         outcome.details.append(f"moved {len(moved)} Constant node(s) into initializers")
     return outcome
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 # Ops with effects beyond their outputs are kept even when unread.
@@ -15,16 +15,16 @@ _SIDE_EFFECTS = {"Print", "Assert"}
 def run(model: Any, ctx: PassContext) -> PassOutcome:
     graph = model.graph
     outcome = PassOutcome(model)
-    live = _graph.output_names(graph)
+    live = index.output_names(graph)
     keep = []
     for node in reversed(graph.node):
         if node.op_type in _SIDE_EFFECTS or any(o in live for o in node.output if o):
             keep.append(node)
-            live.update(_graph.node_reads(node))
+            live.update(index.node_reads(node))
     kept_ids = {id(n) for n in keep}
     dead = [n for n in graph.node if id(n) not in kept_ids]
     if dead:
-        _graph.remove_nodes(graph, dead)
+        index.remove_nodes(graph, dead)
         outcome.count("nodes_removed", len(dead))
         outcome.details.extend(f"removed unused {n.op_type} {n.name or n.output[0]!r}" for n in dead[:20])
     inputs = {v.name for v in graph.input}
@@ -36,7 +36,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
         graph.initializer.extend(kept)
         outcome.count("initializers_removed", len(unused))
     # value_info of vanished tensors only bloats the file
-    present = _graph.tensor_names(graph)
+    present = index.tensor_names(graph)
     stale = [v for v in graph.value_info if v.name not in present]
     if stale:
         kept_vi = [v for v in graph.value_info if v.name in present]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 
@@ -25,13 +25,13 @@ def _is_noop(node: Any, inits: dict[str, Any], dtypes: dict[str, int]) -> bool:
             return False
         if len(node.input) >= 3 and node.input[2]:
             t = inits.get(node.input[2])
-            return t is not None and not bool(_graph.to_array(t))
+            return t is not None and not bool(index.to_array(t))
         return True
     if op == "Cast":
         src = dtypes.get(node.input[0])
-        return src is not None and src == _graph.attr(node, "to")
+        return src is not None and src == index.attr(node, "to")
     if op == "Transpose":
-        perm = _graph.attr(node, "perm")
+        perm = index.attr(node, "perm")
         return perm is not None and list(perm) == list(range(len(perm)))
     return False
 
@@ -40,10 +40,10 @@ def _is_noop(node: Any, inits: dict[str, Any], dtypes: dict[str, int]) -> bool:
 def run(model: Any, ctx: PassContext) -> PassOutcome:
     graph = model.graph
     outcome = PassOutcome(model)
-    inits = _graph.initializers(graph)
+    inits = index.initializers(graph)
     dtypes = _elem_types(model)
     graph_inputs = {v.name for v in graph.input} | set(inits)
-    outputs = _graph.output_names(graph)
+    outputs = index.output_names(graph)
     doomed = []
     for node in list(graph.node):
         if not node.input or not node.input[0] or not _is_noop(node, inits, dtypes):
@@ -60,15 +60,15 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
             for i, o in enumerate(producer.output):
                 if o == src:
                     producer.output[i] = dst
-            _graph.rename_uses(graph, src, dst)
+            index.rename_uses(graph, src, dst)
             outcome.renamed[src] = dst
         else:
-            _graph.rename_uses(graph, dst, src)
+            index.rename_uses(graph, dst, src)
             outcome.renamed[dst] = src
             doomed.append(node)
         outcome.count(f"{node.op_type}_removed")
         outcome.details.append(f"removed {node.op_type} {node.name or dst!r}")
-    _graph.remove_nodes(graph, doomed)
+    index.remove_nodes(graph, doomed)
     return outcome
 
 
@@ -78,5 +78,5 @@ def _elem_types(model: Any) -> dict[str, int]:
     out.update({i.name: i.data_type for i in graph.initializer})
     for node in graph.node:
         if node.op_type == "Cast":
-            out[node.output[0]] = _graph.attr(node, "to")
+            out[node.output[0]] = index.attr(node, "to")
     return {k: v for k, v in out.items() if v}

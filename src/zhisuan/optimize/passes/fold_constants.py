@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 MAX_GROWTH_BYTES = 64 * 1024
@@ -63,17 +63,17 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
 
     graph = model.graph
     outcome = PassOutcome(model)
-    inits = _graph.initializers(graph)
-    outputs = _graph.output_names(graph)
+    inits = index.initializers(graph)
+    outputs = index.output_names(graph)
     opsets = list(model.opset_import)
     values: dict[str, np.ndarray] = {}
     shapes: dict[str, list[int]] | None = None
     folded = []
-    users = _graph.consumers(graph)
+    users = index.consumers(graph)
     for node in graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER or any(o in outputs for o in node.output):
             continue
-        if any(True for _ in _graph.subgraphs(node)):
+        if any(True for _ in index.subgraphs(node)):
             continue
         result: list[np.ndarray] | None = None
         if node.op_type in ("Shape", "Size") and node.input[0] not in inits and node.input[0] not in values:
@@ -85,7 +85,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
             if node.op_type == "Size":
                 result = [np.array(int(np.prod(shape)), dtype=np.int64)]
             else:
-                start, end = _graph.attr(node, "start", 0), _graph.attr(node, "end", None)
+                start, end = index.attr(node, "start", 0), index.attr(node, "end", None)
                 result = [np.array(shape[start:end], dtype=np.int64)]
         else:
             names = [n for n in node.input if n]
@@ -93,7 +93,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
                 continue
             for n in names:
                 if n not in values:
-                    values[n] = _graph.to_array(inits[n])
+                    values[n] = index.to_array(inits[n])
             # Only inputs read by this node alone disappear; a shared weight (tied embeddings) stays.
             in_bytes = sum(values[n].nbytes for n in set(names) if len(users.get(n, [])) == 1)
             result = _evaluate(node, values, opsets)
@@ -115,6 +115,6 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
         folded.append(node)
         outcome.count(f"{node.op_type}_folded")
     if folded:
-        _graph.remove_nodes(graph, folded)
+        index.remove_nodes(graph, folded)
         outcome.details.append(f"folded {len(folded)} node(s) into initializers")
     return outcome

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 
@@ -21,16 +21,16 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
 
     graph = model.graph
     outcome = PassOutcome(model)
-    inits = _graph.initializers(graph)
-    users = _graph.consumers(graph)
-    outputs = _graph.output_names(graph)
-    producers = _graph.producers(graph)
-    taken = _graph.tensor_names(graph)
+    inits = index.initializers(graph)
+    users = index.consumers(graph)
+    outputs = index.output_names(graph)
+    producers = index.producers(graph)
+    taken = index.tensor_names(graph)
     doomed = []
     for bn in graph.node:
         if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
             continue
-        if _graph.attr(bn, "training_mode", 0) or any(o for o in bn.output[1:]):
+        if index.attr(bn, "training_mode", 0) or any(o for o in bn.output[1:]):
             continue
         conv = producers.get(bn.input[0])
         if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
@@ -43,16 +43,16 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
         bias = inits.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
         if weight is None or any(p is None for p in params) or (len(conv.input) > 2 and conv.input[2] and bias is None):
             continue
-        scale, beta, mean, var = (_graph.to_array(p).astype(np.float64) for p in params)
-        w = _graph.to_array(weight)
+        scale, beta, mean, var = (index.to_array(p).astype(np.float64) for p in params)
+        w = index.to_array(weight)
         if not np.issubdtype(w.dtype, np.floating):
             continue
-        s = scale / np.sqrt(var + float(_graph.attr(bn, "epsilon", 1e-5)))
-        b = _graph.to_array(bias).astype(np.float64) if bias is not None else np.zeros(w.shape[0])
+        s = scale / np.sqrt(var + float(index.attr(bn, "epsilon", 1e-5)))
+        b = index.to_array(bias).astype(np.float64) if bias is not None else np.zeros(w.shape[0])
         new_w = (w.astype(np.float64) * s.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
         new_b = ((b - mean) * s + beta).astype(w.dtype)
-        w_name = _graph.unique_name(taken, f"{conv.input[1]}_bnfold")
-        b_name = _graph.unique_name(taken, f"{bn.output[0]}_bias_bnfold")
+        w_name = index.unique_name(taken, f"{conv.input[1]}_bnfold")
+        b_name = index.unique_name(taken, f"{bn.output[0]}_bias_bnfold")
         graph.initializer.extend([numpy_helper.from_array(new_w, w_name), numpy_helper.from_array(new_b, b_name)])
         conv.input[1] = w_name
         if len(conv.input) > 2:
@@ -63,5 +63,5 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
         doomed.append(bn)
         outcome.count("batchnorms_folded")
         outcome.details.append(f"folded {bn.name or bn.output[0]!r} into {conv.name or conv_out!r}")
-    _graph.remove_nodes(graph, doomed)
+    index.remove_nodes(graph, doomed)
     return outcome

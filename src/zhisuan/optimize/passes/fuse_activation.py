@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 _ACTIVATIONS = {"Relu", "Tanh", "Sigmoid", "LeakyRelu", "Clip", "HardSigmoid"}
@@ -21,11 +21,11 @@ _ACTIVATIONS = {"Relu", "Tanh", "Sigmoid", "LeakyRelu", "Clip", "HardSigmoid"}
 def _params(act: Any, inits: dict[str, Any]) -> list[float] | None:
     op = act.op_type
     if op == "LeakyRelu":
-        return [float(_graph.attr(act, "alpha", 0.01))]
+        return [float(index.attr(act, "alpha", 0.01))]
     if op == "HardSigmoid":
-        return [float(_graph.attr(act, "alpha", 0.2)), float(_graph.attr(act, "beta", 0.5))]
+        return [float(index.attr(act, "alpha", 0.2)), float(index.attr(act, "beta", 0.5))]
     if op == "Clip":
-        lo, hi = _graph.attr(act, "min"), _graph.attr(act, "max")
+        lo, hi = index.attr(act, "min"), index.attr(act, "max")
         if len(act.input) > 1:  # opset 11+: bounds are inputs and must be constants
             bounds = []
             for i, default in ((1, -np.inf), (2, np.inf)):
@@ -33,7 +33,7 @@ def _params(act: Any, inits: dict[str, Any]) -> list[float] | None:
                 if not name:
                     bounds.append(default)
                 elif name in inits:
-                    bounds.append(float(_graph.to_array(inits[name])))
+                    bounds.append(float(index.to_array(inits[name])))
                 else:
                     return None
             lo, hi = bounds
@@ -52,10 +52,10 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
 
     graph = model.graph
     outcome = PassOutcome(model)
-    inits = _graph.initializers(graph)
-    users = _graph.consumers(graph)
-    outputs = _graph.output_names(graph)
-    producers = _graph.producers(graph)
+    inits = index.initializers(graph)
+    users = index.consumers(graph)
+    outputs = index.output_names(graph)
+    producers = index.producers(graph)
     doomed = []
     for act in graph.node:
         if act.op_type not in _ACTIVATIONS or act.domain not in ("", "ai.onnx"):
@@ -79,8 +79,8 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
         doomed.append(act)
         outcome.count(f"Conv+{act.op_type}")
     if doomed:
-        _graph.remove_nodes(graph, doomed)
-        _graph.ensure_domain(model, "com.microsoft", 1)
+        index.remove_nodes(graph, doomed)
+        index.ensure_domain(model, "com.microsoft", 1)
         outcome.notes.append("result needs ONNX Runtime contrib ops (com.microsoft.FusedConv)")
         outcome.details.append(f"fused {len(doomed)} activation(s) into FusedConv")
     return outcome

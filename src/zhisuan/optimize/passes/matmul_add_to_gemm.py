@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 
@@ -30,13 +30,13 @@ def _ranks(model: Any) -> dict[str, int]:
 def run(model: Any, ctx: PassContext) -> PassOutcome:
     graph = model.graph
     outcome = PassOutcome(model)
-    inits = _graph.initializers(graph)
+    inits = index.initializers(graph)
     candidates = [n for n in graph.node if n.op_type == "MatMul" and n.domain in ("", "ai.onnx") and n.input[1] in inits]
     if not candidates:
         return outcome
     ranks = _ranks(model)
-    users = _graph.consumers(graph)
-    outputs = _graph.output_names(graph)
+    users = index.consumers(graph)
+    outputs = index.output_names(graph)
     doomed = []
     for mm in candidates:
         a, b, out = mm.input[0], mm.input[1], mm.output[0]
@@ -59,5 +59,5 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
         doomed.append(mm)
         outcome.count("gemms_created")
         outcome.details.append(f"MatMul {mm.name or out!r} + Add -> Gemm")
-    _graph.remove_nodes(graph, doomed)
+    index.remove_nodes(graph, doomed)
     return outcome

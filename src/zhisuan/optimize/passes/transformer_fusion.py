@@ -14,7 +14,7 @@ import io
 import logging
 from typing import Any
 
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 
@@ -61,7 +61,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
     outcome.counts.update(stats)
     outcome.details.append(f"model type {model_type}: {before} -> {len(result.graph.node)} nodes")
     if fused_ops:
-        _graph.ensure_domain(result, "com.microsoft", 1)
+        index.ensure_domain(result, "com.microsoft", 1)
         outcome.notes.append(
             f"result needs ONNX Runtime contrib ops ({', '.join(sorted(fused_ops))} in com.microsoft)"
         )

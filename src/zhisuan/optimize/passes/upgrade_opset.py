@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from zhisuan.errors import UserError
-from zhisuan.optimize import _graph
+from zhisuan.graph import index
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
 
 
@@ -19,7 +19,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
     from onnx import version_converter
 
     target = ctx.opset
-    current = _graph.default_opset(model)
+    current = index.default_opset(model)
     if target is None:
         return PassOutcome(model, notes=["no opset given: nothing to do"])
     if target < current:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zhisuan.bench.environment_record import collect_environment
 from zhisuan.device import DeviceInfo, DeviceList, list_devices
-from zhisuan.report.environment import collect_environment
 
 GPU = DeviceInfo(
     "cuda", 0, "NVIDIA A100", 40 << 30, "HBM", ("sm_80",), ("fp32", "tf32", "fp16", "bf16", "int8"), "550.54",

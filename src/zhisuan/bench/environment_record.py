@@ -9,7 +9,7 @@ the host name and timestamps. A value that cannot be read is ``None`` and ``unav
 its dotted path (``"clocks.cpu.governor"``) to the reason, so a VM without cpufreq says so.
 
 >>> from zhisuan.device import list_devices
->>> from zhisuan.report.environment import collect_environment
+>>> from zhisuan.bench.environment_record import collect_environment
 >>> cpu = list_devices(backends=False).devices[0]
 >>> env = collect_environment(["zhisuan", "evaluate"], seed=0, threads=2, device=cpu)  # doctest: +SKIP
 >>> env["command_line"], env["device"]["id"]  # doctest: +SKIP

@@ -1,9 +1,21 @@
-"""Small helpers over ``onnx.GraphProto`` shared by the passes (top-level graph; subgraphs are
-treated as opaque consumers of the outer names they reference)."""
+"""Lookups over an ONNX graph: who produces and who consumes each tensor, its initializers,
+attributes and names, and the small edits graph passes make (rename a tensor's uses, remove nodes).
+
+Two views, for two kinds of user:
+
+* the functions read a ``GraphProto`` as it is now, so a pass that edits the graph calls them
+  again after each edit; a node's subgraphs (If, Loop, Scan bodies) count as consumers of the outer
+  names they reference, so a pass never removes or renames a tensor a body still reads;
+* :class:`GraphIndex` is a snapshot of a model's top-level graph by node position, with the values
+  of ``Constant`` nodes alongside the initializers, for analyses that read and never edit the
+  graph (the layerwise comparison); a node's inputs are exactly its ``input`` list there, since
+  those are the edges an analysis rewires.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -80,13 +92,14 @@ def rename_uses(graph: Any, old: str, new: str) -> None:
             if name == old:
                 node.input[i] = new
         for sub in subgraphs(node):
-            _rename_in_subgraph(sub, old, new)
+            rename_in_subgraph(sub, old, new)
     for value in graph.output:
         if value.name == old:
             value.name = new
 
 
-def _rename_in_subgraph(graph: Any, old: str, new: str) -> None:
+def rename_in_subgraph(graph: Any, old: str, new: str) -> None:
+    """``rename_uses`` inside a subgraph body, unless the body defines ``old`` itself."""
     # A subgraph that defines ``old`` itself shadows the outer name: leave it alone.
     defined = {v.name for v in graph.input} | {i.name for i in graph.initializer}
     defined.update(o for n in graph.node for o in n.output)
@@ -136,3 +149,60 @@ def remove_nodes(graph: Any, doomed: list[Any]) -> None:
         c.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+@dataclass
+class GraphIndex:
+    """Who produces and who consumes each tensor of a model's top-level graph."""
+
+    model: Any
+    producer: dict[str, int] = field(default_factory=dict)  # tensor -> node index
+    consumers: dict[str, list[int]] = field(default_factory=dict)
+    constants: dict[str, Any] = field(default_factory=dict)  # tensor -> TensorProto (initializer or Constant)
+    inputs: list[str] = field(default_factory=list)  # graph inputs that are not initializers
+    outputs: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, model: Any) -> GraphIndex:
+        graph = model.graph
+        index = cls(model)
+        for init in graph.initializer:
+            index.constants[init.name] = init
+        index.inputs = [v.name for v in graph.input if v.name not in index.constants]
+        index.outputs = [v.name for v in graph.output]
+        for i, node in enumerate(graph.node):
+            for name in node.input:
+                if name:
+                    index.consumers.setdefault(name, []).append(i)
+            for name in node.output:
+                if name:
+                    index.producer[name] = i
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+                value = _constant_value(node)
+                if value is not None:
+                    index.constants[node.output[0]] = value
+        return index
+
+    @property
+    def nodes(self) -> Any:
+        return self.model.graph.node
+
+    def tensor_names(self) -> set[str]:
+        return {*self.inputs, *self.producer, *self.constants}
+
+    def topo_position(self, tensor: str) -> int:
+        """Position of the tensor's producer in node order (-1 for inputs and initializers)."""
+        return self.producer.get(tensor, -1)
+
+
+def _constant_value(node: Any) -> Any:
+    from onnx import helper, numpy_helper
+
+    for attr in node.attribute:
+        if attr.name == "value":
+            return attr.t
+        if attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
+            value = helper.get_attribute_value(attr)
+            dtype = np.float32 if "float" in attr.name else np.int64
+            return numpy_helper.from_array(np.asarray(value, dtype=dtype), node.output[0])
+    return None

@@ -1,0 +1,62 @@
+"""Loading and feeding the two sides of a comparison: each model on its runtime, their common
+outputs, inputs cast to what CAND takes, and one measurement step that reports a shape mismatch as
+the user's error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhisuan.compare.metrics import AgreementAccumulator
+from zhisuan.compare.results import CompareConfig
+from zhisuan.errors import UserError
+
+
+def pair_outputs(ref_model: Any, cand_model: Any) -> dict[str, str]:
+    """CAND output -> REF output, by name (graph outputs are the models' shared interface)."""
+    ref_out = [v.name for v in ref_model.graph.output]
+    cand_out = [v.name for v in cand_model.graph.output]
+    common = {name: name for name in cand_out if name in ref_out}
+    if not common:
+        raise UserError(f"REF and CAND share no output names: REF {ref_out}, CAND {cand_out}")
+    return common
+
+
+def load_side(source: Path | bytes, config: CompareConfig, side: str) -> Any:
+    """Load an ONNX file or serialized model on the runtime, device and precision of ``side``."""
+    from zhisuan.runtime import load_runtime
+
+    return load_runtime(
+        source,
+        getattr(config, f"{side}_runtime"),
+        device=getattr(config, f"{side}_device"),
+        precision=getattr(config, f"{side}_precision"),
+        intra_op_threads=config.threads,
+    )
+
+
+def cast_feeds(feed: Mapping[str, np.ndarray], specs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """``feed`` with floating inputs cast to the dtype a model takes (e.g. an fp16 candidate)."""
+    out = dict(feed)
+    for spec in specs:
+        value = out.get(spec.name)
+        if value is None:
+            continue
+        try:
+            want = np.dtype(spec.dtype)
+        except TypeError:
+            continue
+        if value.dtype != want and np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating):
+            out[spec.name] = value.astype(want)
+    return out
+
+
+def add_checked(acc: AgreementAccumulator, ref: np.ndarray, cand: np.ndarray, name: str) -> None:
+    try:
+        acc.add(ref, cand)
+    except ValueError as exc:
+        raise UserError(f"cannot compare {name!r}: {exc}") from None
