@@ -175,7 +175,7 @@ def test_recovery_reports_a_device_that_does_not_come_back(monkeypatch: pytest.M
     monkeypatch.setattr(rel, "_CHECK_CHILD", "light_check")
     reference = np.arange(6, dtype=np.float32)
     broken = rel.recovery_checks(lambda: reference + 1, reference, device=SimpleNamespace(kind="cpu", index=0))
-    assert not any(c.recovered for c in broken) and all(c.failed_as_expected for c in broken)
+    assert not any(c.recovered for c in broken) and all(c.failed_as_expected for c in broken), [c.to_dict() for c in broken]
 
 
 def test_sustained_task_items_with_a_tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
