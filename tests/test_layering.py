@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "zhisuan"
 RANKS: dict[str, int] = {
     "errors": 0,
     "_io": 0,
+    "_child": 0,
     "__init__": 0,
     "graph": 1,
     "device": 1,

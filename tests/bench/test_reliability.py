@@ -165,13 +165,17 @@ def test_recovery_after_real_failures_on_cpu() -> None:
     assert "0 elements beyond" in cases[2].detail
 
 
-def test_recovery_reports_a_device_that_does_not_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    # light children (no torch import): this test is about the follow-up job failing
-    monkeypatch.setattr(rel, "_CRASHING_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    monkeypatch.setattr(rel, "_CHECK_CHILD", "print('{\"beyond_bound\": 0, \"max_abs_error\": 0.0}')")
+def test_recovery_reports_a_device_that_does_not_come_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # light children (no torch import): this test is about the follow-up job failing. They are
+    # found on this process's sys.path, which the children inherit.
+    (tmp_path / "light_crash.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    (tmp_path / "light_check.py").write_text("print('{\"beyond_bound\": 0, \"max_abs_error\": 0.0}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(rel, "_CRASHING_CHILD", "light_crash")
+    monkeypatch.setattr(rel, "_CHECK_CHILD", "light_check")
     reference = np.arange(6, dtype=np.float32)
     broken = rel.recovery_checks(lambda: reference + 1, reference, device=SimpleNamespace(kind="cpu", index=0))
-    assert not any(c.recovered for c in broken) and all(c.failed_as_expected for c in broken)
+    assert not any(c.recovered for c in broken) and all(c.failed_as_expected for c in broken), [c.to_dict() for c in broken]
 
 
 def test_sustained_task_items_with_a_tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

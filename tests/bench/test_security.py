@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from zhisuan._child import child_command, child_env
 from zhisuan.bench import security as sec
 from zhisuan.errors import UserError
 
@@ -94,7 +95,7 @@ def test_payload_file_really_runs_code_when_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps(sec._Payload(marker)))
-    subprocess.run([sys.executable, "-c", sec._CONTROL, str(path)], check=True, timeout=60)
+    subprocess.run(child_command(sec._CONTROL, str(path)), env=child_env(), check=True, timeout=60)
     assert marker.read_text() == "code from a model file ran"
 
 

@@ -32,7 +32,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from zhisuan._child import child_command, child_env
 from zhisuan._io import atomic_write_json
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
@@ -198,17 +198,19 @@ def run_collectives(
     return results
 
 
+_RANK = "zhisuan.bench.children.collective_rank"  # one worker process per rank
+
+
 def _launch(config_path: Path, ranks: int, timeout_s: float, progress: Callable[[str], None] | None) -> str | None:
     """Run the workers to the end; None on success, else why they failed (all killed)."""
     logs = [config_path.with_name(f"rank{r}.log") for r in range(ranks)]
     procs: list[subprocess.Popen[bytes]] = []
-    code = "import sys; from zhisuan.bench.collective import worker_main; sys.exit(worker_main(sys.argv[1:]))"
     try:
         for r in range(ranks):
             with open(logs[r], "wb") as log:
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-c", code, str(config_path), str(r)], stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    child_command(_RANK, str(config_path), str(r)), stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, env=child_env(),
                 ))
         deadline = time.monotonic() + timeout_s
         while True:
@@ -243,76 +245,6 @@ def _tail(path: Path, limit: int = 400) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     # the last line of a traceback names the error; keep it and what precedes it, briefly
     return " | ".join(lines[-3:])[-limit:]
-
-
-def worker_main(argv: Sequence[str]) -> int:
-    """One rank: join the group, sweep, write ``rank<R>.json`` (run by :func:`run_collectives`)."""
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-
-    config = json.loads(Path(argv[0]).read_text())
-    rank, world = int(argv[1]), int(config["world_size"])
-    backend = config["backend"]
-    out_dir = Path(config["out_dir"])
-    torch.set_num_threads(int(config["threads"]))
-    if backend == "nccl":
-        if torch.cuda.device_count() <= rank:
-            print(f"rank {rank}: NCCL needs one GPU per rank, and torch sees {torch.cuda.device_count()} "
-                  f"(CUDA available: {torch.cuda.is_available()})", file=sys.stderr)
-            return 2
-        torch.cuda.set_device(rank)
-        device = torch.device("cuda", rank)
-
-        def sync() -> None:
-            torch.cuda.synchronize(device)
-    else:
-        device = torch.device("cpu")
-
-        def sync() -> None:
-            pass
-
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{config['port']}", rank=rank,
-                            world_size=world, timeout=timedelta(seconds=float(config["timeout_s"])))
-    times: dict[str, list[float]] = {}
-    try:
-        for collective in config["collectives"]:
-            for size in config["sizes"]:
-                if rank == 0:
-                    atomic_write_json(out_dir / "rank0.progress", f"{collective} {size} bytes")
-                step = _collective_step(dist, collective, size, world, device)
-                iters = iterations_for(size, target_bytes=int(config["target_bytes"]),
-                                       low=int(config["min_iters"]), high=int(config["max_iters"]))
-                for _ in range(int(config["warmup"])):
-                    step()
-                sync()
-                dist.barrier()
-                samples = []
-                for _ in range(iters):
-                    t0 = time.perf_counter()
-                    step()
-                    sync()
-                    samples.append(time.perf_counter() - t0)
-                times[f"{collective}:{size}"] = samples
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    atomic_write_json(out_dir / f"rank{rank}.json",
-                      {"rank": rank, "times": times, "torch": torch.__version__, "device": str(device)})
-    return 0
-
-
-def _collective_step(dist: Any, collective: str, size: int, world: int, device: Any) -> Callable[[], Any]:
-    import torch
-
-    if collective == "all_reduce":
-        buf = torch.ones(size // 4, dtype=torch.float32, device=device)
-        return lambda: dist.all_reduce(buf)
-    per_rank = size // 4 // world
-    send = torch.ones(per_rank, dtype=torch.float32, device=device)
-    out = torch.empty(per_rank * world, dtype=torch.float32, device=device)
-    return lambda: dist.all_gather_into_tensor(out, send)
 
 
 # --- items ------------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan._child import child_command, child_env
 from zhisuan.bench._process import exit_text
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
@@ -186,19 +186,6 @@ def _opset_of(model: Any) -> int | None:
     return int(versions[0]) if versions else None
 
 
-def collect_worker_main(argv: Sequence[str] | None = None) -> None:
-    """Child process: collect onnx's node test cases and write them under ``argv[0]``."""
-    import warnings
-
-    from onnx.backend.test.case.node import collect_testcases
-
-    out = Path((argv or sys.argv[1:])[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the generators overflow casts on purpose
-        cases = collect_testcases(None)
-    write_cases(cases, out)
-
-
 def write_cases(cases: Sequence[Any], out: Path) -> list[CaseInfo]:
     """Store onnx ``TestCase`` objects under ``out`` as onnx's cmd_tools does, plus ``index.json``."""
     single = {c.name: _op_of(c, {}) for c in cases if c.model is not None and len(c.model.graph.node) == 1}
@@ -224,6 +211,9 @@ def write_cases(cases: Sequence[Any], out: Path) -> list[CaseInfo]:
     return index
 
 
+_COLLECT = "zhisuan.bench.children.compat_collect"  # onnx's generators run in a child process
+
+
 def case_store(*, timeout_s: float = 300.0, root: Path | None = None) -> Path:
     """The directory of stored node test cases for the installed onnx, collected on first use."""
     import onnx
@@ -237,9 +227,8 @@ def case_store(*, timeout_s: float = 300.0, root: Path | None = None) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".collect-", dir=parent))
     try:
-        code = "from zhisuan.bench.compat import collect_worker_main; collect_worker_main()"
-        done = subprocess.run([sys.executable, "-c", code, str(tmp / "cases")], capture_output=True,
-                              timeout=timeout_s, check=False)
+        done = subprocess.run(child_command(_COLLECT, str(tmp / "cases")), capture_output=True,
+                              timeout=timeout_s, check=False, env=child_env())
         if done.returncode != 0:
             tail = (done.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise UserError(f"collecting onnx's node test cases failed: {tail[0][:300]}")
@@ -466,29 +455,6 @@ def run_case(
     return CaseResult(name, "pass", "", time.perf_counter() - t0)
 
 
-def sweep_worker_main(argv: Sequence[str] | None = None) -> None:
-    """Child process: run the named cases on one backend, one JSON line per event, flushed."""
-    spec = json.loads((argv or sys.argv[1:])[0])
-    store = Path(spec["store"])
-    infos = {c.name: c for c in read_index(store)}
-    preparer = PREPARERS[spec["backend"]]
-    threads, device = int(spec.get("threads", 1)), str(spec.get("device", "cpu"))
-
-    def prepare(model_bytes: bytes) -> Prepared:
-        return preparer(model_bytes, threads=threads, device=device)
-
-    with open(spec["results"], "a", encoding="utf-8") as out:
-        for name in spec["cases"]:
-            out.write(json.dumps({"start": name}) + "\n")
-            out.flush()
-            info = infos[name]
-            model_bytes, sets = load_case(store, name)
-            result = run_case(prepare, name, model_bytes, sets, rtol=info.rtol, atol=info.atol,
-                              values=not is_random(info))
-            out.write(json.dumps(result.to_dict()) + "\n")
-            out.flush()
-
-
 # ---------------------------------------------------------------------------------------------
 # the crash-guarded sweep
 
@@ -496,7 +462,7 @@ def sweep_worker_main(argv: Sequence[str] | None = None) -> None:
 class BackendSweep:
     """Runs cases on one backend in a child process; restarts it after a case that crashed or hung."""
 
-    _CODE = "from zhisuan.bench.compat import sweep_worker_main; sweep_worker_main()"
+    _CHILD = "zhisuan.bench.children.compat_sweep"
 
     def __init__(self, backend: str, store: Path, cases: Sequence[str], work_dir: Path, *,
                  threads: int = 1, device: str = "cpu", case_timeout_s: float = 60.0,
@@ -508,7 +474,7 @@ class BackendSweep:
         self.threads = threads
         self.device = device
         self.case_timeout_s = case_timeout_s
-        self._command = list(command) if command is not None else [sys.executable, "-c", self._CODE]
+        self._command = list(command) if command is not None else child_command(self._CHILD)
         self.results: dict[str, CaseResult] = {}
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -530,7 +496,7 @@ class BackendSweep:
         spec = {"backend": self.backend, "store": str(self.store), "cases": todo,
                 "results": str(self._results_path), "threads": self.threads, "device": self.device}
         self._log = open(self.work_dir / f"{self.backend}.log", "ab")  # noqa: SIM115 - closed in _reap
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
+        env = child_env(dict(os.environ, OMP_NUM_THREADS=str(self.threads)))
         self._proc = subprocess.Popen([*self._command, json.dumps(spec)], stdout=self._log,
                                       stderr=subprocess.STDOUT, env=env)
         self._current = None

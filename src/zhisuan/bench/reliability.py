@@ -35,7 +35,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan._child import child_command, child_env
 from zhisuan.bench._process import exit_text
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
@@ -467,37 +467,8 @@ def failing_onnx_model() -> bytes:
     return model.SerializeToString()
 
 
-_CRASHING_CHILD = """
-import os, signal, sys
-kind = sys.argv[1]
-import torch
-if kind == "cuda":
-    device = torch.device("cuda", int(sys.argv[2]))
-    x = torch.randn(4096, 4096, device=device)
-    for _ in range(20):
-        x = x @ x / 64   # queue work, then die with it in flight
-else:
-    x = torch.randn(2048, 2048)
-    y = x @ x
-print("about to crash", flush=True)
-os.kill(os.getpid(), signal.SIGSEGV)
-"""
-
-_CHECK_CHILD = """
-import json, sys
-import numpy as np, torch
-kind, index = sys.argv[1], int(sys.argv[2])
-device = torch.device("cuda", index) if kind == "cuda" else torch.device("cpu")
-torch.set_float32_matmul_precision("highest")
-rng = np.random.default_rng(1)
-a = rng.uniform(-1, 1, (512, 512)).astype(np.float32)
-b = rng.uniform(-1, 1, (512, 512)).astype(np.float32)
-ref = a.astype(np.float64) @ b.astype(np.float64)
-bound = 514 * 2.0**-24 * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
-c = (torch.from_numpy(a).to(device) @ torch.from_numpy(b).to(device)).cpu().numpy().astype(np.float64)
-print(json.dumps({"beyond_bound": int((~(np.abs(c - ref) <= bound)).sum()),
-                  "max_abs_error": float(np.abs(c - ref).max())}))
-"""
+_CRASHING_CHILD = "zhisuan.bench.children.reliability_crash"
+_CHECK_CHILD = "zhisuan.bench.children.reliability_gemm_check"
 
 
 def recovery_checks(
@@ -557,13 +528,13 @@ def recovery_checks(
     ok, diff, note = follow_up()
     cases.append(RecoveryCase("allocation far beyond the device memory, caught", failed, error, ok, diff, note))
     # 3. a child process that dies from SIGSEGV while using the device
-    crashed = subprocess.run([sys.executable, "-c", _CRASHING_CHILD, kind, str(index)], capture_output=True,
-                             timeout=timeout_s, check=False)
+    crashed = subprocess.run(child_command(_CRASHING_CHILD, kind, str(index)), capture_output=True,
+                             timeout=timeout_s, check=False, env=child_env())
     failed = crashed.returncode == -signal.SIGSEGV
     error = f"the child exited with {exit_text(crashed.returncode)}"
     ok, diff, note = follow_up()
-    checked = subprocess.run([sys.executable, "-c", _CHECK_CHILD, kind, str(index)], capture_output=True,
-                             timeout=timeout_s, check=False)
+    checked = subprocess.run(child_command(_CHECK_CHILD, kind, str(index)), capture_output=True,
+                             timeout=timeout_s, check=False, env=child_env())
     child = ""
     if checked.returncode != 0:
         ok = False

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan._child import child_command, child_env
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import ChecksumError, UserError
@@ -76,57 +77,7 @@ def same_process_reuse(allocate: Callable[[int], np.ndarray], size_bytes: int, w
     return count_pattern_bytes(fresh, word)
 
 
-_PROBE = r"""
-import json, sys
-import numpy as np
-mode, kind, index, word = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[5])
-sizes = [int(v) for v in sys.argv[4].split(",")]
-use_torch = sys.argv[6] == "torch"
-size = sizes[0]
-from zhisuan.bench.security import count_pattern_bytes, same_process_reuse
-out = {}
-if kind == "cuda":
-    import torch
-    dev = torch.device("cuda", index)
-    n = size // 8
-    if mode == "fill":
-        t = torch.empty(n, dtype=torch.int64, device=dev).fill_(word)
-        torch.cuda.synchronize(dev)
-        out["filled_bytes"] = int((t == word).sum()) * 8
-    elif mode == "scan":
-        t = torch.empty(n, dtype=torch.int64, device=dev)
-        out["torch.empty(cuda)"] = int((t == word).sum()) * 8
-    else:
-        for size in sizes:
-            t = torch.empty(size // 8, dtype=torch.int64, device=dev).fill_(word)
-            del t
-            t = torch.empty(size // 8, dtype=torch.int64, device=dev)
-            out[f"{size}:torch.empty(cuda)"] = int((t == word).sum()) * 8
-            del t
-else:
-    if mode == "fill":
-        a = np.empty(size // 8, dtype=np.uint64)
-        a[:] = word
-        out["filled_bytes"] = count_pattern_bytes(a, word)
-        if use_torch:
-            import torch
-            t = torch.empty(size // 8, dtype=torch.int64)
-            t.fill_(word)
-            out["filled_bytes"] += int((t == word).sum()) * 8
-    elif mode == "scan":
-        out["numpy.empty"] = count_pattern_bytes(np.empty(size, dtype=np.uint8), word)
-        if use_torch:
-            import torch
-            out["torch.empty"] = count_pattern_bytes(torch.empty(size, dtype=torch.uint8).numpy(), word)
-    else:
-        for size in sizes:
-            out[f"{size}:numpy.empty"] = same_process_reuse(lambda n: np.empty(n, dtype=np.uint8), size, word)
-            if use_torch:
-                import torch
-                out[f"{size}:torch.empty"] = same_process_reuse(
-                    lambda n: torch.empty(n, dtype=torch.uint8).numpy(), size, word)
-print(json.dumps(out))
-"""
+_PROBE = "zhisuan.bench.children.security_probe"  # one memory job per fresh process
 
 
 def run_probe(mode: str, kind: str, index: int, sizes: Sequence[int], word: int, *, use_torch: bool = True,
@@ -139,9 +90,9 @@ def run_probe(mode: str, kind: str, index: int, sizes: Sequence[int], word: int,
     on a GPU torch is always used.
     """
     sizes_arg = ",".join(str(int(s)) for s in sizes)
-    done = subprocess.run([sys.executable, "-c", _PROBE, mode, kind, str(index), sizes_arg, str(word),
-                           "torch" if use_torch or kind == "cuda" else "numpy"],
-                          capture_output=True, timeout=timeout_s, check=False)
+    done = subprocess.run(child_command(_PROBE, mode, kind, str(index), sizes_arg, str(word),
+                                        "torch" if use_torch or kind == "cuda" else "numpy"),
+                          capture_output=True, timeout=timeout_s, check=False, env=child_env())
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise UserError(f"the memory {mode} job failed ({done.returncode}): {tail[0][:300]}")
@@ -383,7 +334,7 @@ def _loaders(files: dict[str, Path]) -> list[tuple[str, Path, Callable[[], Any]]
     ]
 
 
-_CONTROL = "import pickle, sys\nwith open(sys.argv[1], 'rb') as fh:\n    pickle.load(fh)\n"
+_CONTROL = "zhisuan.bench.children.security_unpickle_control"
 
 
 def unpickle_check(scratch: Path, *, timeout_s: float = 60.0) -> UnpickleResult:
@@ -406,8 +357,8 @@ def unpickle_check(scratch: Path, *, timeout_s: float = 60.0) -> UnpickleResult:
     control_marker = scratch / "MARKER-control"
     control_file = scratch / "control.pkl"
     control_file.write_bytes(pickle.dumps(_Payload(control_marker)))
-    subprocess.run([sys.executable, "-c", _CONTROL, str(control_file)], capture_output=True, timeout=timeout_s,
-                   check=False)
+    subprocess.run(child_command(_CONTROL, str(control_file)), capture_output=True, timeout=timeout_s,
+                   check=False, env=child_env())
     return UnpickleResult(tuple(attempts), marker.exists(), control_marker.exists())
 
 

@@ -33,7 +33,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan._child import child_command, child_env
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
@@ -164,7 +164,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _sync(device: Any) -> None:
+def sync_device(device: Any) -> None:
+    """Wait for the device's queued work (a no-op on a CPU)."""
     import torch
 
     if device.type == "cuda":
@@ -251,7 +252,7 @@ def time_to_train(
             optimizer.step()
             losses += loss.detach()
             steps += 1
-        _sync(device)
+        sync_device(device)
         train_s += clock() - t0
         samples += len(perm)
         model.eval()
@@ -282,7 +283,7 @@ def warm_up(device: Any) -> None:
     functional.cross_entropy(model(x), y).backward()
     with torch.no_grad():
         model.eval()(x)
-    _sync(device)
+    sync_device(device)
 
 
 def mlperf_score(seconds: Sequence[float]) -> float:
@@ -335,7 +336,7 @@ def training_throughput(
 
     for i in range(warmup_steps):
         step(i)
-    _sync(device)
+    sync_device(device)
     rates = []
     i = warmup_steps
     for _ in range(windows):
@@ -343,7 +344,7 @@ def training_throughput(
         for _ in range(steps_per_window):
             step(i)
             i += 1
-        _sync(device)
+        sync_device(device)
         rates.append(steps_per_window * batch / (clock() - t0))
     return rates
 
@@ -417,7 +418,7 @@ class DdpRun:
                 "wall_s": self.wall_s, "per_rank_s": list(self.per_rank_s)}
 
 
-_WORKER = "from zhisuan.bench.training import ddp_worker_main; ddp_worker_main()"
+_RANK = "zhisuan.bench.children.training_ddp_rank"  # one worker process per rank
 
 
 def run_ddp(config: DdpConfig, work_dir: Path) -> DdpRun:
@@ -443,8 +444,8 @@ def run_ddp(config: DdpConfig, work_dir: Path) -> DdpRun:
                     "data": str(data_path)}
             log = scratch / f"rank{rank}.log"
             with open(log, "wb") as fh:
-                proc = subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(spec)],
-                                        stdout=fh, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(child_command(_RANK, json.dumps(spec)), stdout=fh,
+                                        stderr=subprocess.STDOUT, env=child_env(env))
             procs.append((proc, log))
         deadline = t0 + config.timeout_s
         while any(proc.poll() is None for proc, _ in procs):
@@ -475,70 +476,6 @@ def run_ddp(config: DdpConfig, work_dir: Path) -> DdpRun:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def ddp_worker_main(argv: Sequence[str] | None = None) -> None:
-    """One DDP process (started by :func:`run_ddp`); rank 0 writes the result file atomically."""
-    import datetime
-
-    import torch
-    import torch.distributed as dist
-    from torch.nn import functional
-    from torch.nn.parallel import DistributedDataParallel
-
-    from zhisuan._io import atomic_write_json
-
-    spec = json.loads((argv or sys.argv[1:])[0])
-    rank, world = int(spec["rank"]), int(spec["world_size"])
-    torch.set_num_threads(int(spec["threads_per_process"]))
-    if spec["device_kind"] == "cuda":
-        device = torch.device("cuda", rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    dist.init_process_group(spec["backend"], init_method=Path(spec["store"]).absolute().as_uri(), rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=float(spec["timeout_s"])))
-    try:
-        with np.load(spec["data"], allow_pickle=False) as arrays:
-            x = torch.from_numpy(arrays["x"]).to(device)
-            y = torch.from_numpy(arrays["y"]).to(device)
-        torch.manual_seed(int(spec["seed"]))  # the same initial weights on every rank
-        model = build_model().to(device)
-        ddp = DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None)
-        optimizer = torch.optim.Adam(ddp.parameters(), lr=LEARNING_RATE)
-        batch, steps, windows, warmup = (int(spec[k]) for k in ("batch", "steps_per_window", "windows", "warmup_steps"))
-        picks = torch.Generator().manual_seed(int(spec["seed"]) * 1000 + rank)  # each rank its own samples
-        batches = torch.randint(0, len(y), (warmup + steps * windows, batch), generator=picks).to(device)
-
-        def step(i: int) -> None:
-            idx = batches[i]
-            optimizer.zero_grad(set_to_none=True)
-            functional.cross_entropy(ddp(x[idx]), y[idx]).backward()  # backward all-reduces the gradients
-            optimizer.step()
-
-        for i in range(warmup):
-            step(i)
-        _sync(device)
-        dist.barrier()
-        rates, timed = [], 0.0
-        i = warmup
-        for _ in range(windows):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step(i)
-                i += 1
-            _sync(device)
-            dist.barrier()  # the window ends when the slowest rank is done
-            elapsed = time.perf_counter() - t0
-            timed += elapsed
-            rates.append(world * steps * batch / elapsed)
-        totals = [None] * world
-        dist.all_gather_object(totals, timed)
-        if rank == 0:
-            atomic_write_json(spec["result"], {"samples_per_s": rates, "per_rank_s": totals})
-        dist.barrier()  # no rank tears its connections down while another is still in a collective
-    finally:
-        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """A pool of model replicas in worker processes on one machine (SPEC SRV-6).
 
-Each replica is a process started with the ``spawn`` method that loads the package itself
-(checksums verified in the worker) and runs one batch at a time. The parent talks to it over a
+Each replica is a fresh interpreter (:mod:`zhisuan.serve.children.workers_replica`) that loads
+the package itself (checksums verified in the worker) and runs one batch at a time. The parent talks to it over a
 pipe with a small framing of its own: a JSON header naming each tensor's dtype and shape, then
 each tensor's raw bytes, received straight into a numpy array. Nothing that travels is pickled,
 so no request-derived data is ever unpickled. Jobs wait in one shared queue, so an idle replica
@@ -29,11 +29,9 @@ import contextlib
 import json
 import mmap
 import os
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zhisuan._child import child_command, child_env
 from zhisuan.device.cpu import usable_cpus
 from zhisuan.errors import UserError, ZhisuanError
 
@@ -196,7 +195,7 @@ def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
-def _send(
+def send_message(
     conn: Connection,
     header: dict[str, Any],
     tensors: dict[str, np.ndarray] | None = None,
@@ -219,14 +218,14 @@ def _send(
         conn.send_bytes(buffer)
 
 
-def _read_header(conn: Connection) -> dict[str, Any]:
+def read_header(conn: Connection) -> dict[str, Any]:
     header = json.loads(conn.recv_bytes(_MAX_HEADER_BYTES).decode("utf-8"))
     if not isinstance(header, dict) or not isinstance(header.get("tensors", []), list):
         raise ValueError("bad message header")
     return header
 
 
-def _read_tensors(conn: Connection, header: dict[str, Any], shared: SharedBuffer | None) -> dict[str, np.ndarray]:
+def read_tensors(conn: Connection, header: dict[str, Any], shared: SharedBuffer | None) -> dict[str, np.ndarray]:
     """The tensors a header describes: views of ``shared`` or bytes read from ``conn``."""
     tensors = {}
     for desc in header.get("tensors", []):
@@ -251,85 +250,17 @@ def _read_tensors(conn: Connection, header: dict[str, Any], shared: SharedBuffer
 
 
 def _recv(conn: Connection) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    header = _read_header(conn)
-    return header, _read_tensors(conn, header, None)
+    header = read_header(conn)
+    return header, read_tensors(conn, header, None)
 
 
 def _shared_bytes(feeds: dict[str, np.ndarray]) -> int:
     return sum(_aligned(np.asarray(a).nbytes) for a in feeds.values() if np.asarray(a).dtype.kind not in "OSU")
 
 
-# --- the worker process --------------------------------------------------------------------------
-
-
-_WORKER_CODE = (
-    "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
-    "from zhisuan.serve.workers import _worker_entry; _worker_entry(sys.argv[2:])"
-)
-
-
-def _worker_entry(argv: list[str]) -> None:
-    """``python -c _WORKER_CODE SYS_PATH FD FD_CHANNEL PACKAGE RUNTIME THREADS``: a replica process."""
-    fd, fd_channel, package_path, runtime, threads = argv
-    _worker_main(Connection(int(fd)), socket.socket(fileno=int(fd_channel)), package_path, runtime or None,
-                 int(threads) if threads else None)
-
-
-def _worker_main(
-    conn: Connection, fd_channel: socket.socket, package_path: str, runtime: str | None, threads: int | None
-) -> None:
-    """Body of a replica process: load the package, then run batches until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when replicas stop
-    try:
-        from zhisuan.serve.package import load_package
-
-        package = load_package(package_path)
-        runner = package.open_runner(runtime=runtime, threads=threads)
-    except BaseException as exc:  # report why, then exit: the parent shows it
-        with contextlib.suppress(Exception):
-            _send(conn, {"type": "fatal", "message": f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError)
-                         else str(exc)})
-        return
-    _send(conn, {"type": "ready", "pid": os.getpid(), "info": runner.info.to_dict()})
-    shared: SharedBuffer | None = None
-    generation = 0
-    while True:
-        try:
-            header = _read_header(conn)
-        except (EOFError, OSError, ValueError):
-            return  # the parent is gone (or speaks nonsense)
-        if header.get("type") == "stop":
-            return
-        job_id = header.get("id")
-        try:
-            announced = header.get("shm")
-            if isinstance(announced, dict) and announced.get("generation", 0) > generation:
-                # a bigger shared buffer: its descriptor came just before, on the descriptor channel
-                _, fds, _, _ = socket.recv_fds(fd_channel, 1, 1)
-                if len(fds) != 1 or not isinstance(announced.get("size"), int):
-                    raise ValueError("a shared buffer was announced but no descriptor arrived")
-                if shared is not None:
-                    shared.close()
-                shared, generation = SharedBuffer(announced["size"], fds[0]), int(announced["generation"])
-            tensors = _read_tensors(conn, header, shared)
-        except (EOFError, OSError):
-            return
-        except ValueError as exc:
-            _send(conn, {"type": "error", "id": job_id, "kind": "internal", "message": f"bad message: {exc}"})
-            continue
-        try:
-            outputs = runner.run(tensors)
-        except UserError as exc:
-            _send(conn, {"type": "error", "id": job_id, "kind": "user", "message": str(exc)})
-        except Exception as exc:
-            _send(conn, {"type": "error", "id": job_id, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"})
-        else:
-            _send(conn, {"type": "result", "id": job_id}, outputs)
-        finally:
-            del tensors  # views of the shared buffer go before the parent writes the next batch
-
-
 # --- the parent side -----------------------------------------------------------------------------
+
+_REPLICA = "zhisuan.serve.children.workers_replica"  # the program each replica process runs
 
 
 @dataclass
@@ -559,12 +490,11 @@ class ReplicaPool:
         # `python -m zhisuan serve` itself). The socket pair is the only descriptor it inherits.
         mine, theirs = socket.socketpair()
         fd_mine, fd_theirs = socket.socketpair()  # for shared-memory descriptors (SCM_RIGHTS)
-        args = [
-            sys.executable, "-c", _WORKER_CODE, json.dumps([p for p in sys.path if p]), str(theirs.fileno()),
-            str(fd_theirs.fileno()), str(self.package.path), self.runtime or "", str(self.threads_per_replica),
-        ]
+        args = child_command(_REPLICA, str(theirs.fileno()), str(fd_theirs.fileno()), str(self.package.path),
+                             self.runtime or "", str(self.threads_per_replica))
         try:
-            process = subprocess.Popen(args, pass_fds=(theirs.fileno(), fd_theirs.fileno()), stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(args, pass_fds=(theirs.fileno(), fd_theirs.fileno()), stdin=subprocess.DEVNULL,
+                                       env=child_env())
         except OSError as exc:
             self._last_error = f"replica {slot.index} could not start: {exc}"
             for sock in (mine, theirs, fd_mine, fd_theirs):
@@ -611,7 +541,7 @@ class ReplicaPool:
             shared = self._shared_for(slot, _shared_bytes(job.feeds))
             if shared is not None:
                 header["shm"] = {"generation": slot.generation, "size": shared.size}
-            _send(slot.conn, header, job.feeds, shared)
+            send_message(slot.conn, header, job.feeds, shared)
             # A replica is stuck when ONE batch runs for the whole request timeout (the time a batch
             # waited in the queue does not count against the replica). A dead replica closes its
             # end of the socket: poll() returns and recv raises EOFError.
@@ -687,7 +617,7 @@ class ReplicaPool:
             return
         if not kill and conn is not None and process.poll() is None:
             with contextlib.suppress(Exception):
-                _send(conn, {"type": "stop"})
+                send_message(conn, {"type": "stop"})
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=_STOP_TIMEOUT_S)
         if process.poll() is None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import itertools
 import subprocess
-import sys
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import numpy as np
 
+from zhisuan._child import child_command, child_env
 from zhisuan.errors import BackendUnavailableError, InternalError
 
 SAMPLE_RATE = 16_000
@@ -84,38 +84,9 @@ class VadClip:
 # libespeak-ng seeds its noise generator from the clock and keeps synthesis state between
 # utterances (pitch flutter, noise), so the same text renders differently the second time in a
 # process. A fresh process with a fixed seed renders it the same way every time, so each
-# utterance is rendered in its own short-lived interpreter (it needs only ctypes), which also
+# utterance is rendered in its own short-lived interpreter (it calls the library with ctypes), which also
 # keeps the library's global state out of this process.
-_WORKER = r"""
-import ctypes, sys
-lib_path, data_path, voice, rate, pitch, text = sys.argv[1:7]
-lib = ctypes.CDLL(lib_path)
-lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-rate_hz = lib.espeak_Initialize(2, 0, data_path.encode(), 0)  # AUDIO_OUTPUT_SYNCHRONOUS
-if hasattr(lib, "espeak_ng_SetRandSeed"):
-    lib.espeak_ng_SetRandSeed(1)  # the noise sources are seeded from the clock otherwise
-chunks = []
-@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-def collect(wav, count, events):
-    if count > 0:
-        chunks.append(ctypes.string_at(wav, 2 * count))
-    return 0
-lib.espeak_SetSynthCallback(collect)
-if rate_hz <= 0 or lib.espeak_SetVoiceByName(voice.encode()) != 0:
-    sys.exit(f"eSpeak NG: cannot initialise voice {voice!r}")
-lib.espeak_SetParameter(1, int(rate), 0)  # espeakRATE, words per minute
-lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH, 0-100
-data = text.encode("utf-8")
-status = lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 1, None, None)  # POS_CHARACTER, CHARS_UTF8
-lib.espeak_Synchronize()
-if status != 0 or not chunks:
-    sys.exit(f"eSpeak NG: synthesis failed with status {status}")
-sys.stdout.buffer.write(b"%d\n" % rate_hz + b"".join(chunks))
-"""
+_RENDER = "zhisuan.zoo.data.children.audio_espeak"
 
 
 @cache
@@ -142,8 +113,8 @@ def espeak_version() -> str | None:
 @lru_cache(maxsize=256)
 def _render(text: str, voice: str, rate_wpm: int, pitch: int) -> tuple[int, bytes]:
     lib_path, data_path = _espeak_paths()
-    args = [sys.executable, "-c", _WORKER, lib_path, data_path, voice, str(rate_wpm), str(pitch), text]
-    done = subprocess.run(args, capture_output=True, timeout=60, check=False)
+    args = child_command(_RENDER, lib_path, data_path, voice, str(rate_wpm), str(pitch), text)
+    done = subprocess.run(args, capture_output=True, timeout=60, check=False, env=child_env())
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise InternalError(f"eSpeak NG failed to render {text!r} with {voice!r}: {reason[0]}")

@@ -1,0 +1,1 @@
+"""Programs the serving code runs in fresh interpreters (see :mod:`zhisuan._child`)."""
