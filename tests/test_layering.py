@@ -70,13 +70,20 @@ def all_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _module_level_nodes(tree: ast.Module) -> set[int]:
-    """ids of the import nodes that run at import time (not inside a function body)."""
+    """ids of the import nodes that run at import time (not inside a function body, nor under
+    ``if TYPE_CHECKING:``, which never runs). Ranks still see every import."""
     found: set[int] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or _is_type_checking(child):
                 continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 found.add(id(child))
