@@ -18,6 +18,8 @@ RANKS: dict[str, int] = {
     "errors": 0,
     "_io": 0,
     "_child": 0,
+    "results": 0,
+    "progress": 0,
     "__init__": 0,
     "graph": 1,
     "device": 1,

@@ -259,14 +259,16 @@ def test_entropy_calibration_really_searches_thresholds(tmp_path: Path) -> None:
     assert entropy < 0.5 * minmax
 
 
-def test_zoo_calibration_makers_for_reference_models() -> None:
-    from zhisuan.quantize.calibration import zoo_feeds
+def test_zoo_calibration_inputs_of_reference_models() -> None:
+    from zhisuan import zoo
 
-    images = zoo_feeds("resnet50", batches=1, seed=7)
+    images = zoo.get("resnet50").realistic_inputs("calib", batches=1, seed=7)
     assert images[0]["image"].shape == (4, 3, 224, 224) and images[0]["image"].dtype == np.float32
-    text = zoo_feeds("bert-base", batches=2, seed=7)
+    bert = zoo.get("bert-base")
+    text = bert.realistic_inputs("calib", batches=2, seed=7)
     assert len(text) == 2 and set(text[0]) == {"input_ids", "attention_mask", "token_type_ids"}
-    assert not np.array_equal(text[0]["input_ids"], zoo_feeds("bert-base", batches=2, seed=8)[0]["input_ids"])
+    other = bert.realistic_inputs("calib", batches=2, seed=8)
+    assert not np.array_equal(text[0]["input_ids"], other[0]["input_ids"])
 
 
 # --- OpenVINO ---------------------------------------------------------------------------------

@@ -54,7 +54,9 @@ def test_efficientnet_int8_is_one_integer_chain_and_keeps_its_outputs(tmp_path: 
     assert result.preprocessing["changes"]["fold-pad-into-conv"] == {"pads_folded": 17}
     assert result.selection["op_counts"] == {"Add": 9, "Clip": 33, "Conv": 49, "Gemm": 1, "GlobalAveragePool": 1,
                                              "Reshape": 1}
-    assert result.quantized_value > 0.97  # mean output cosine on held-out photos
+    # mean output cosine on held-out photos: > 0.97 with 8-bit weights (VNNI CPUs, Arm); 0.905 measured
+    # with the 7-bit weights used on x86 CPUs without VNNI (8-bit ones saturate there: cosine 0.795)
+    assert result.quantized_value > (0.88 if result.config["reduce_range"] else 0.97)
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert "Pad" not in ops and ops.count("Clip") == 33  # ReLU6 nodes kept; ORT fuses them at load
     assert zoo.evaluate("efficientnet-lite0", model=out).value >= zoo.evaluate("efficientnet-lite0").value - 0.01

@@ -25,6 +25,7 @@ def quantize_cmd(
     random: int | None = typer.Option(None, "--random", help="Calibrate on N seeded random batches (a poor proxy)."),
     method: str = typer.Option("minmax", "--method", help="Calibration: minmax, percentile or entropy."),
     per_channel: bool | None = typer.Option(None, "--per-channel/--per-tensor", help="Per-channel weights (default: per channel)."),
+    reduce_range: bool | None = typer.Option(None, "--reduce-range/--full-range", help="7-bit INT8 weights (default: on for ONNX Runtime on x86 CPUs without VNNI, whose u8 x s8 kernels saturate 8-bit weights)."),
     metric: str = typer.Option("cosine", "--metric", help="cosine, top1 or zoo:NAME (the zoo task metric)."),
     max_drop: float | None = typer.Option(None, "--max-drop", help="Tolerated metric drop in percent of the float value; searches layers to keep in float (auto: default 2 for cosine, 1 otherwise)."),
     time_budget: float = typer.Option(600.0, "--time-budget", help="Seconds for sensitivity analysis and search; the best model so far is always written."),
@@ -42,7 +43,7 @@ def quantize_cmd(
     config = QuantizeConfig(
         mode=mode, method=method, per_channel=per_channel, metric=metric, max_drop_pct=max_drop,
         time_budget_s=time_budget, sensitivity=sensitivity, nodes_to_exclude=tuple(exclude),
-        intra_op_threads=threads, backend=backend,
+        intra_op_threads=threads, backend=backend, reduce_range=reduce_range,
     )
     with _progress(enabled=not json_out) as progress:
         result = quantize_model(model, out, config=config, data=calib, random=random, progress=progress)

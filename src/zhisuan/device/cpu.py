@@ -104,6 +104,34 @@ def _arm_name(entry: dict[str, str]) -> str | None:
     return f"Arm CPU (implementer {entry.get('cpu implementer')}, part {part})" if part else None
 
 
+_X86_SIMD = {"sse4_1", "sse4_2", "avx2", "avx512bw"}
+_X86_DOT = {"avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8"}
+
+
+def u8s8_saturates(flags: Iterable[str]) -> bool:
+    """Whether u8 x s8 integer kernels may saturate on this CPU: an x86 CPU without VNNI.
+
+    Without a dot-product instruction, ONNX Runtime's MLAS multiplies u8 activations by s8
+    weights with ``vpmaddubsw``, which adds pairs of products into a saturating int16 (255 x 127 x 2
+    overflows it). ONNX Runtime's quantization guide therefore recommends 7-bit weights
+    (``reduce_range``) there. Arm and VNNI CPUs compute exact int32 sums.
+
+    >>> u8s8_saturates(["sse4_2", "avx2"]), u8s8_saturates(["avx2", "avx_vnni"]), u8s8_saturates(["asimd"])
+    (True, False, False)
+    """
+    present = set(flags)
+    return bool(present & _X86_SIMD) and not present & _X86_DOT
+
+
+def host_u8s8_saturates(cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
+    """:func:`u8s8_saturates` for this machine (False where ``/proc/cpuinfo`` cannot be read)."""
+    try:
+        text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return u8s8_saturates(parse_cpuinfo(text).flags)
+
+
 def cpu_features(flags: Iterable[str]) -> tuple[str, ...]:
     """The inference-relevant subset of ``flags``, in :data:`ML_FEATURES` order."""
     present = set(flags)

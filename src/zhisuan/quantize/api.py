@@ -149,6 +149,9 @@ def _job(model: Any, config: QuantizeConfig, workdir: Path, *, data: str | Path 
         zoo.get(config.metric[4:])
         zoo_name = zoo_name or config.metric[4:]
     warnings: list[str] = []
+    if config.int8 and config.reduce_range is None and config.weights_7bit:
+        warnings.append("INT8 weights use 7 bits (reduce_range): this x86 CPU has no VNNI, where ONNX Runtime's "
+                        "u8 x s8 kernels saturate 8-bit weights; --reduce-range/--full-range overrides")
     progress("loading calibration data", 0, None)
     calibration = load_calibration(proto, data=data, random=random, zoo_name=zoo_name, seed=CALIB_SEED + config.seed)
     if calibration.warning and config.int8 and config.static:

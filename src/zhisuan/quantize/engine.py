@@ -266,6 +266,7 @@ class Int8Builder:
             # default (S8 activations) runs far slower on x86.
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=self.config.weights_7bit,
             nodes_to_exclude=exclude,
             calibrate_method=_ort_method(self.config.method),
             calibration_cache_path=str(self._cache),
@@ -288,6 +289,7 @@ class Int8Builder:
             op_types_to_quantize=list(self.config.quantized_ops()),
             per_channel=self.per_channel,
             weight_type=QuantType.QInt8,
+            reduce_range=self.config.weights_7bit,
             nodes_to_exclude=exclude,
             extra_options=dict(self.config.extra),
         )
