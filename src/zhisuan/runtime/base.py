@@ -104,7 +104,7 @@ def options_as(given: BackendOptions | None, cls: type[_Options]) -> _Options:
 class RuntimeInfo:
     """What actually ran, read back from the backend after loading (not what was asked)."""
 
-    runtime: str  # "onnxruntime", "openvino", "torch", "tensorrt"
+    runtime: str  # "onnxruntime", "openvino", "torch", "tensorrt", "null"
     version: str
     device: str
     provider: str  # e.g. "CPUExecutionProvider", "CPU" (OpenVINO device), "torch-cpu"
