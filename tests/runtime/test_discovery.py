@@ -9,7 +9,7 @@ from zhisuan.runtime import backend_names, backend_status, load_runtime
 
 
 def test_every_backend_is_discovered_in_order() -> None:
-    assert backend_names() == ["onnxruntime", "openvino", "torch", "tensorrt"]
+    assert backend_names() == ["onnxruntime", "openvino", "torch", "tensorrt", "null"]
 
 
 def test_status_of_every_backend_says_available_or_why_not() -> None:

@@ -303,9 +303,10 @@ def _int8_cpu(*, size: int, repeats: int, threads: int, min_repeat_s: float, war
 def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: float, warmup: int,
                       gen: Any) -> GemmResult:
     import numpy as np
-    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper
+
+    from zhisuan.runtime import load_runtime
 
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8_gemm",
@@ -314,10 +315,8 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
         [helper.make_tensor_value_info("Y", TensorProto.INT32, [size, size])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    runtime = load_runtime(model, "onnxruntime", intra_op_threads=threads, inter_op_threads=1)
+    session = runtime.session
     a = torch.randint(0, 256, (size, size), dtype=torch.uint8, generator=gen).numpy()
     b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen).numpy()
     y = np.empty((size, size), dtype=np.int32)
@@ -335,7 +334,7 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
     return GemmResult(
         precision="int8", device="cpu", backend="onnxruntime MatMulInteger (u8 x s8 -> s32, MLAS)", size=size,
         samples_tflops=tuple(s / 1e12 for s in samples), gemms_per_repeat=per_repeat, warmup=warmup,
-        details={"onnxruntime": ort.__version__, "threads": threads, "checked": "64x64 block exact vs int64"},
+        details={"onnxruntime": runtime.info.version, "threads": threads, "checked": "64x64 block exact vs int64"},
     )
 
 

@@ -6,7 +6,7 @@ import typer
 
 from zhisuan.cli._common import JSON_HELP, console, print_json
 
-app = typer.Typer(help="Runtime backends (ONNX Runtime, OpenVINO, PyTorch, TensorRT).", no_args_is_help=True)
+app = typer.Typer(help="Runtime backends (ONNX Runtime, OpenVINO, PyTorch, TensorRT, null).", no_args_is_help=True)
 
 
 @app.command("list")

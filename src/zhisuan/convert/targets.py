@@ -31,26 +31,19 @@ def write_ort(onnx_path: Path, stage: Path, name: str, *, level: OrtLevel = "ext
     runtime can load it. ``all`` is not offered: it writes CPU-specific layouts (NCHWc) that tie
     the file to the machine it was made on.
     """
-    import onnxruntime as ort
+    from zhisuan.runtime import load_runtime
 
     if level not in ORT_LEVELS:
         raise UserError(f"unknown ORT optimization level {level!r}; choose {', '.join(ORT_LEVELS)}")
     target = stage / name
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    }[level]
-    options.optimized_model_filepath = str(target)
-    if target.suffix == ".ort":
-        # What onnxruntime.tools.convert_onnx_models_to_ort does for one model, without a subprocess.
-        options.add_session_config_entry("session.save_model_format", "ORT")
+    # What onnxruntime.tools.convert_onnx_models_to_ort does for one model, without a subprocess.
+    session_config = {"session.save_model_format": "ORT"} if target.suffix == ".ort" else {}
     try:
-        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"onnxruntime could not optimize the model: {first}") from None
+        # ORT writes the optimized graph while it makes the session; the session itself is not needed.
+        load_runtime(onnx_path, "onnxruntime", graph_optimization_level=level, optimized_model_path=target,
+                     session_config=session_config).close()
+    except UserError as exc:
+        raise UserError(f"onnxruntime could not optimize the model: {exc}") from None
     if not target.is_file():
         raise UserError(f"onnxruntime wrote no optimized model to {target}")
     return target

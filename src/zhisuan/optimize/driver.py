@@ -252,18 +252,14 @@ def _find_culprit(
     return None
 
 
-def _session(model: Any) -> Any:
-    import onnxruntime as ort
+def _runtime(model: Any) -> Any:
+    from zhisuan.runtime import load_runtime
 
-    opts = ort.SessionOptions()
-    # Check the graph as written: ORT's own rewrites would mask a wrong pass.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"ONNX Runtime cannot load the model for verification: {first}") from None
+        # Check the graph as written: ORT's own rewrites would mask a wrong pass.
+        return load_runtime(model, "onnxruntime", graph_optimization_level="disable")
+    except UserError as exc:
+        raise UserError(f"ONNX Runtime cannot load the model for verification: {exc}") from None
 
 
 def plausible_feeds(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -289,22 +285,22 @@ def verify_outputs(
 
     if feeds is None:
         feeds = [plausible_feeds(f) for f in sample_inputs(reference)]
-    ref_sess, cand_sess = _session(reference), _session(candidate)
-    names = [o.name for o in ref_sess.get_outputs()]
+    ref_rt, cand_rt = _runtime(reference), _runtime(candidate)
+    names = [o.name for o in ref_rt.outputs()]
     per_output: dict[str, dict[str, Any]] = {}
     passed = True
     worst: dict[str, Any] | None = None
     for feed in feeds:
         try:
-            ref_out = ref_sess.run(names, feed)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            ref_out = ref_rt.run(feed, names)
+        except UserError as exc:
             raise UserError(
-                f"the original model fails on the verification inputs ({first}); give real inputs (--data) "
-                "or skip verification (--no-verify)"
+                f"the original model fails on the verification inputs ({str(exc)[:300]}); give real inputs "
+                "(--data) or skip verification (--no-verify)"
             ) from None
-        cand_out = cand_sess.run(names, feed)
-        for name, a, b in zip(names, ref_out, cand_out, strict=True):
+        cand_out = cand_rt.run(feed, names)
+        for name in names:
+            a, b = ref_out[name], cand_out[name]
             a, b = np.asarray(a), np.asarray(b)
             if a.shape != b.shape:
                 ok, stats = False, {"max_abs_error": float("inf"), "shape_ref": list(a.shape), "shape_cand": list(b.shape)}

@@ -179,21 +179,12 @@ def _shapes_from_ort(
     model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: list[str]
 ) -> dict[str, tuple[tuple[int, ...], int]]:
     """Run the model once with ``names`` exposed as outputs and read their shapes and dtypes."""
-    import onnx
-    import onnxruntime as ort
+    from zhisuan.errors import UserError
+    from zhisuan.runtime import load_runtime
 
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    present = {o.name for o in exposed.graph.output}
-    for name in names:
-        if name not in present:
-            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        values = session.run(names, dict(feeds))
-    except Exception:  # shapes stay unknown: those nodes get 0 FLOPs and partial bytes
+        with load_runtime(model, "onnxruntime", graph_optimization_level="disable", expose_outputs=names) as rt:
+            values = rt.run(dict(feeds), names)
+    except UserError:  # shapes stay unknown: those nodes get 0 FLOPs and partial bytes
         return {}
-    return {n: (tuple(v.shape), np.asarray(v).dtype.itemsize) for n, v in zip(names, values, strict=True)}
+    return {n: (tuple(values[n].shape), np.asarray(values[n]).dtype.itemsize) for n in names}

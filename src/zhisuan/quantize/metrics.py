@@ -10,12 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.quantize.calibration import Feeds
+
+if TYPE_CHECKING:
+    from zhisuan.runtime.base import Runtime
 
 
 class Evaluator(Protocol):
@@ -25,47 +28,23 @@ class Evaluator(Protocol):
     def __call__(self, path: Path) -> float: ...
 
 
-class Runner:
-    """One model on one backend: ``run(feed)`` gives every output, in the model's output order."""
+def _load(path: Path | str, threads: int = 2, backend: str = "onnxruntime") -> Runtime:
+    """``path`` on ``backend`` with ``threads`` intra-op threads, as every score and timing here runs it."""
+    from zhisuan.runtime import load_runtime
 
-    def __init__(self, path: Path | str, threads: int = 2, backend: str = "onnxruntime") -> None:
-        self.backend = backend
-        if backend == "onnxruntime":
-            self._sess = session(path, threads)
-            self.output_names = [o.name for o in self._sess.get_outputs()]
-            self._runtime = None
-        else:
-            from zhisuan.runtime import load_runtime
-
-            # fp32 hint: OpenVINO would run the float parts in bf16 on avx512_bf16 CPUs otherwise;
-            # the QuantizeLinear/DequantizeLinear pairs still run as its int8 kernels.
-            self._runtime = load_runtime(path, backend, intra_op_threads=threads)
-            self.output_names = [o.name for o in self._runtime.outputs()]
-
-    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if self._runtime is None:
-            return self._sess.run(self.output_names, feed)
-        out = self._runtime.run(feed, self.output_names)
-        return [out[name] for name in self.output_names]
-
-    def close(self) -> None:
-        if self._runtime is not None:
-            self._runtime.close()
+    if backend == "onnxruntime":
+        # One inter-op thread, as these scores and latencies have always been measured; "all" is
+        # ORT's default level, stated so that a change of default cannot move the figures.
+        return load_runtime(path, backend, intra_op_threads=threads, inter_op_threads=1,
+                            graph_optimization_level="all")
+    # fp32 hint (load_runtime's default precision): OpenVINO would run the float parts in bf16 on
+    # avx512_bf16 CPUs otherwise; the QuantizeLinear/DequantizeLinear pairs still run as its int8 kernels.
+    return load_runtime(path, backend, intra_op_threads=threads)
 
 
-def session(path: Path | str, threads: int = 2) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"ONNX Runtime cannot load {Path(path).name}: {first[:300]}") from None
+def _outputs(runtime: Runtime, feeds: Feeds) -> list[list[np.ndarray]]:
+    """Every output of every batch, in the model's output order."""
+    return [list(runtime.run(feed).values()) for feed in feeds]
 
 
 @dataclass
@@ -82,9 +61,8 @@ class OutputAgreement:
 
     def __post_init__(self) -> None:
         self.name = self.kind
-        runner = Runner(self.float_path, self.threads, self.backend)
-        self._ref = [runner.run(f) for f in self.feeds]
-        runner.close()
+        with _load(self.float_path, self.threads, self.backend) as runtime:
+            self._ref = _outputs(runtime, self.feeds)
         if self.kind == "top1" and self._score(self._ref) is None:
             raise UserError("--metric top1 needs a float output whose last axis has >= 2 classes")
 
@@ -106,9 +84,8 @@ class OutputAgreement:
         return float(np.mean(values)) if values else None
 
     def __call__(self, path: Path) -> float:
-        runner = Runner(path, self.threads, self.backend)
-        value = self._score([runner.run(f) for f in self.feeds])
-        runner.close()
+        with _load(path, self.threads, self.backend) as runtime:
+            value = self._score(_outputs(runtime, self.feeds))
         if value is None:
             raise UserError(f"the model has no float outputs to score with --metric {self.kind}")
         return value
@@ -159,18 +136,18 @@ def latency_ms(paths: dict[str, Path], feed: dict[str, np.ndarray], *, threads: 
     compete with the previous session's threads (interleaving run by run made every session but
     the first up to 2x slower here).
     """
-    runners = {k: Runner(p, threads, backend) for k, p in paths.items()}
+    runtimes = {k: _load(p, threads, backend) for k, p in paths.items()}
     times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
-        for key, runner in runners.items():
+        for key, runtime in runtimes.items():
             time.sleep(_SETTLE_S)
-            runner.run(feed)
+            runtime.run(feed)
             for _ in range(runs):
                 start = time.perf_counter()
-                runner.run(feed)
+                runtime.run(feed)
                 times[key].append((time.perf_counter() - start) * 1000)
-    for runner in runners.values():
-        runner.close()
+    for runtime in runtimes.values():
+        runtime.close()
     return {
         k: {"median_ms": float(np.median(v)), "p10_ms": float(np.percentile(v, 10)),
             "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}

@@ -1,7 +1,9 @@
-"""One Runtime protocol over ONNX Runtime, OpenVINO, PyTorch and TensorRT.
+"""One Runtime protocol over ONNX Runtime, OpenVINO, PyTorch, TensorRT and a null backend.
 
 Backends are modules named ``backend_*.py`` in this package, each exposing ``BACKEND``; they are
-discovered, and they import their heavy library only when asked for status or a model.
+discovered, and they import their heavy library only when asked for status or a model. Each
+backend's own options are a frozen dataclass in its module (``OrtOptions``, ``OpenVinoOptions``,
+``TorchOptions``, ``TensorRtOptions``, ``NullOptions``), named by ``BACKEND.options_type``.
 
 >>> from zhisuan.runtime import backend_names
 >>> "onnxruntime" in backend_names()
@@ -19,16 +21,19 @@ from typing import Any
 from zhisuan.errors import UserError
 from zhisuan.runtime.base import (
     Backend,
+    BackendOptions,
     BackendStatus,
     Precision,
     Runtime,
     RuntimeInfo,
     RuntimeOptions,
     TensorSpec,
+    options_as,
 )
 
 __all__ = [
     "Backend",
+    "BackendOptions",
     "BackendStatus",
     "Precision",
     "Runtime",
@@ -53,7 +58,7 @@ def _backend_modules() -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda kv: _ORDER.get(kv[0], 99)))
 
 
-_ORDER = {"onnxruntime": 0, "openvino": 1, "torch": 2, "tensorrt": 3}
+_ORDER = {"onnxruntime": 0, "openvino": 1, "torch": 2, "tensorrt": 3, "null": 4}
 
 
 def backend_names() -> list[str]:
@@ -81,9 +86,14 @@ def load_runtime(
     precision: Precision | str = Precision.FP32,
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
-    **extra: Any,
+    options: BackendOptions | None = None,
+    **backend_options: Any,
 ) -> Runtime:
     """Load ``model`` on ``runtime``; raises :class:`~zhisuan.errors.UserError` if it cannot.
+
+    The backend's own options come as ``options`` (its dataclass, e.g. ``OrtOptions``) or as
+    keywords (``graph_optimization_level="disable"``), or both (keywords win). An option the
+    backend does not have, or another backend's options, are a ``UserError``, never ignored.
 
     >>> rt = load_runtime("model.onnx", "onnxruntime", intra_op_threads=2)  # doctest: +SKIP
     >>> rt.run({"x": x})["y"]  # doctest: +SKIP
@@ -93,11 +103,27 @@ def load_runtime(
     except ValueError:
         choices = ", ".join(p.value for p in Precision)
         raise UserError(f"unknown precision {precision!r}; choose one of: {choices}") from None
-    options = RuntimeOptions(
+    backend = get_backend(runtime)
+    run_options = RuntimeOptions(
         device=device,
         precision=precision,
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,
-        extra=extra,
+        backend_options=_backend_options(backend, options, backend_options),
     )
-    return get_backend(runtime).load(model, options)
+    return backend.load(model, run_options)
+
+
+def _backend_options(backend: Backend, given: BackendOptions | None, keywords: dict[str, Any]) -> BackendOptions:
+    kind = backend.options_type
+    base = options_as(given, kind)
+    for name in keywords:
+        if name in kind.option_names():
+            continue
+        owners = [other for other in backend_names() if name in get_backend(other).options_type.option_names()]
+        if owners:
+            raise UserError(f"{name!r} is an option of {' and '.join(owners)}, not of {backend.name}; "
+                            f"{backend.name}'s options are: {', '.join(kind.option_names()) or 'none'}")
+    if not keywords:
+        return base
+    return kind.from_keywords({**{name: getattr(base, name) for name in kind.option_names()}, **keywords})

@@ -5,14 +5,16 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
 from zhisuan.runtime.base import (
     ONNX_TO_NUMPY,
+    BackendOptions,
     BackendStatus,
     Precision,
     RunnerBase,
@@ -23,6 +25,52 @@ from zhisuan.runtime.base import (
 from zhisuan.runtime.feeds import check_feeds
 
 INSTALL_HINT = "pip install onnxruntime  (or onnxruntime-gpu for CUDA/TensorRT)"
+
+#: ``graph_optimization_level`` names -> ``onnxruntime.GraphOptimizationLevel`` members
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+@dataclass(frozen=True)
+class OrtOptions(BackendOptions):
+    """ONNX Runtime's own options; pass as ``load_runtime(..., options=OrtOptions(...))`` or as
+    keywords (``load_runtime(path, graph_optimization_level="disable")``).
+
+    >>> OrtOptions(graph_optimization_level="disable", session_config={"session.intra_op.allow_spinning": 0})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    OrtOptions(graph_optimization_level='disable', session_config={'session.intra_op.allow_spinning': '0'},
+               enable_profiling=False, profile_file_prefix=None, optimized_model_path=None, expose_outputs=(),
+               log_severity_level=3)
+    """
+
+    backend: ClassVar[str] = "onnxruntime"
+
+    #: ``disable``, ``basic``, ``extended`` or ``all``; None keeps ORT's default (``all``).
+    graph_optimization_level: str | None = None
+    #: Session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}`` for servers that
+    #: share cores between sessions (spinning worker threads then steal the other session's time).
+    session_config: Mapping[str, str] = field(default_factory=dict)
+    #: ORT's own per-node profile; the session's ``end_profiling()`` returns the trace file.
+    enable_profiling: bool = False
+    profile_file_prefix: str | None = None
+    #: Where ORT writes the graph it optimized, when the session is made (``.ort`` suffix: ORT format).
+    optimized_model_path: str | Path | None = None
+    #: Intermediate tensors to add as graph outputs, so that ``run`` can return them.
+    expose_outputs: tuple[str, ...] = ()
+    #: ORT's log level: 3 shows errors only; 4 (fatal only) for a failure made on purpose.
+    log_severity_level: int = 3
+
+    def __post_init__(self) -> None:
+        level = self.graph_optimization_level
+        if level is not None and level not in _LEVELS:
+            raise UserError(f"unknown graph_optimization_level {level!r}; choose one of: {', '.join(_LEVELS)}")
+        object.__setattr__(self, "session_config",
+                           {str(k): str(v) for k, v in dict(self.session_config or {}).items()})
+        object.__setattr__(self, "expose_outputs", tuple(self.expose_outputs))
 
 # zhisuan device name -> ONNX Runtime execution provider
 _PROVIDERS = {
@@ -107,6 +155,7 @@ class OnnxRuntimeRunner(RunnerBase):
     def __init__(self, model: str | Path | bytes, options: RuntimeOptions) -> None:
         import onnxruntime as ort
 
+        own = options.backend_options_as(OrtOptions)
         kind, index = _device_kind(options.device)
         providers = provider_chain(kind, index, options.precision, list(ort.get_available_providers()))
         provider = _PROVIDERS[kind]
@@ -115,31 +164,23 @@ class OnnxRuntimeRunner(RunnerBase):
             sess_options.intra_op_num_threads = options.intra_op_threads
         if options.inter_op_threads is not None:
             sess_options.inter_op_num_threads = options.inter_op_threads
-        level = options.extra.get("graph_optimization_level")
-        if level is not None:
-            levels = {
-                "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            }
-            if level not in levels:
-                raise UserError(f"unknown graph_optimization_level {level!r}; choose one of: {', '.join(levels)}")
-            sess_options.graph_optimization_level = levels[level]
-        if options.extra.get("enable_profiling"):
+        if own.graph_optimization_level is not None:
+            sess_options.graph_optimization_level = getattr(
+                ort.GraphOptimizationLevel, _LEVELS[own.graph_optimization_level]
+            )
+        if own.enable_profiling:
             sess_options.enable_profiling = True
-            prefix = options.extra.get("profile_file_prefix")
-            if prefix:
-                sess_options.profile_file_prefix = str(prefix)
-        # ORT session config entries, e.g. {"session.intra_op.allow_spinning": "0"} for servers that
-        # share cores between sessions (spinning worker threads then steal the other session's time).
-        session_config = {str(k): str(v) for k, v in dict(options.extra.get("session_config") or {}).items()}
+            if own.profile_file_prefix:
+                sess_options.profile_file_prefix = str(own.profile_file_prefix)
+        if own.optimized_model_path is not None:
+            sess_options.optimized_model_filepath = str(own.optimized_model_path)
+        session_config = dict(own.session_config)
         for key, value in session_config.items():
             try:
-                sess_options.add_session_config_entry(str(key), str(value))
+                sess_options.add_session_config_entry(key, value)
             except Exception as exc:  # ORT raises its own Fail type for a malformed entry
                 raise UserError(f"onnxruntime refused session config {key}={value}: {exc}") from None
-        sess_options.log_severity_level = 3
+        sess_options.log_severity_level = own.log_severity_level
         source = model if isinstance(model, bytes) else str(model)
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise UserError(f"model file not found: {model}")
@@ -222,9 +263,30 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, ONNX_TO_NUMPY.get(arg.type, arg.type), shape)
 
 
+def _exposing(model: str | Path | bytes | Any, names: Sequence[str]) -> bytes:
+    """``model`` serialized with the tensors ``names`` added as graph outputs (type left to ORT)."""
+    import onnx
+
+    if isinstance(model, bytes | str | Path):
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise UserError(f"model file not found: {model}")
+        try:
+            proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+        except Exception as exc:  # onnx raises DecodeError, OSError, ... for a bad file
+            raise UserError(f"onnxruntime could not load {'the model' if isinstance(model, bytes) else model}: "
+                            f"{exc}") from None
+    else:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)  # the caller's model stays as it was
+    present = {value.name for value in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in present)
+    return proto.SerializeToString()
+
+
 class _OnnxRuntimeBackend:
     name = "onnxruntime"
     install_hint = INSTALL_HINT
+    options_type = OrtOptions
 
     def status(self) -> BackendStatus:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -241,10 +303,13 @@ class _OnnxRuntimeBackend:
     def load(self, model: str | Path | Any, options: RuntimeOptions) -> OnnxRuntimeRunner:
         if importlib.util.find_spec("onnxruntime") is None:
             raise BackendUnavailableError(self.name, "onnxruntime is not installed", INSTALL_HINT)
-        if hasattr(model, "SerializeToString"):
+        if not isinstance(model, str | Path | bytes) and not hasattr(model, "SerializeToString"):
+            raise UserError(f"onnxruntime loads an ONNX file path, bytes or ModelProto, not {type(model).__name__}")
+        exposed = options.backend_options_as(OrtOptions).expose_outputs
+        if exposed:
+            model = _exposing(model, exposed)
+        elif hasattr(model, "SerializeToString"):
             model = model.SerializeToString()
-        if not isinstance(model, str | Path | bytes):
-            raise UserError(f"onnxruntime loads an ONNX file path or bytes, not {type(model).__name__}")
         return OnnxRuntimeRunner(model, options)
 
 

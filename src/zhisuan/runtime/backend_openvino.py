@@ -15,14 +15,24 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.runtime.base import BackendStatus, Precision, RunnerBase, RuntimeInfo, RuntimeOptions, TensorSpec
-from zhisuan.runtime.feeds import check_feeds, onnx_specs
+from zhisuan.runtime.base import (
+    BackendOptions,
+    BackendStatus,
+    Precision,
+    RunnerBase,
+    RuntimeInfo,
+    RuntimeOptions,
+    TensorSpec,
+)
+from zhisuan.runtime.feeds import check_feeds
+from zhisuan.runtime.onnx_signature import onnx_signature
 
 INSTALL_HINT = "pip install openvino"
 
@@ -32,6 +42,33 @@ _PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # Devices that are not hardware but dispatch to it; core.available_devices does not list them.
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 _SUFFIXES = (".onnx", ".xml")
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions(BackendOptions):
+    """OpenVINO's own options (the precision hint comes from ``precision``, always set).
+
+    >>> OpenVinoOptions(performance_hint="throughput", num_streams="2")
+    OpenVinoOptions(performance_hint='THROUGHPUT', num_streams=2)
+    """
+
+    backend: ClassVar[str] = "openvino"
+
+    #: ``PERFORMANCE_HINT``: LATENCY, THROUGHPUT or CUMULATIVE_THROUGHPUT (any case).
+    performance_hint: str = "LATENCY"
+    #: ``NUM_STREAMS`` for parallel requests; None leaves it to the performance hint.
+    num_streams: int | None = None
+
+    def __post_init__(self) -> None:
+        hint = str(self.performance_hint).upper()
+        if hint not in _PERFORMANCE_HINTS:
+            raise UserError(f"unknown performance_hint {hint!r}; choose one of: {', '.join(_PERFORMANCE_HINTS)}")
+        object.__setattr__(self, "performance_hint", hint)
+        if self.num_streams is not None:
+            try:
+                object.__setattr__(self, "num_streams", int(self.num_streams))
+            except (TypeError, ValueError):
+                raise UserError(f"num_streams must be an integer, got {self.num_streams!r}") from None
 
 
 def openvino_device(device: str) -> str:
@@ -86,11 +123,10 @@ class OpenVinoRunner(RunnerBase):
             )
         if options.inter_op_threads is not None:
             raise UserError(
-                "openvino has no inter-op thread pool; use intra_op_threads, or extra num_streams for parallel requests"
+                "openvino has no inter-op thread pool; use intra_op_threads, or num_streams for parallel requests"
             )
-        hint = str(options.extra.get("performance_hint", "LATENCY")).upper()
-        if hint not in _PERFORMANCE_HINTS:
-            raise UserError(f"unknown performance_hint {hint!r}; choose one of: {', '.join(_PERFORMANCE_HINTS)}")
+        own = options.backend_options_as(OpenVinoOptions)
+        hint = own.performance_hint
         device = openvino_device(options.device)
         core = ov.Core()
         self._check_device(core, device)
@@ -103,11 +139,8 @@ class OpenVinoRunner(RunnerBase):
             if options.intra_op_threads < 1:
                 raise UserError(f"intra_op_threads must be at least 1, got {options.intra_op_threads}")
             config["INFERENCE_NUM_THREADS"] = options.intra_op_threads
-        if options.extra.get("num_streams") is not None:
-            try:
-                config["NUM_STREAMS"] = int(options.extra["num_streams"])
-            except (TypeError, ValueError):
-                raise UserError(f"num_streams must be an integer, got {options.extra['num_streams']!r}") from None
+        if own.num_streams is not None:
+            config["NUM_STREAMS"] = own.num_streams
 
         ov_model, onnx_specs = _read_model(core, model)
         try:
@@ -190,36 +223,22 @@ class OpenVinoRunner(RunnerBase):
 
 
 def _read_model(core: Any, model: str | Path | bytes) -> tuple[Any, dict[str, TensorSpec]]:
-    """The ``openvino.Model`` and the ONNX graph's own input/output specs (empty for IR)."""
-    if isinstance(model, bytes):
-        import onnx
-
-        try:
-            proto = onnx.load_from_string(model)
-        except Exception as exc:
-            raise UserError(f"openvino could not read the model bytes as ONNX: {exc}") from None
-        try:
-            return core.read_model(model), onnx_specs(proto)
-        except Exception as exc:
-            raise UserError(f"openvino could not load the model: {_one_line(exc)}") from None
-    path = Path(model)
-    if not path.is_file():
-        raise UserError(f"model file not found: {path}")
-    if path.suffix.lower() not in _SUFFIXES:
-        raise UserError(f"openvino loads an ONNX file (.onnx) or OpenVINO IR (.xml), not {path.name}")
+    """The ``openvino.Model`` and the ONNX graph's own input/output specs by name (empty for IR)."""
+    if not isinstance(model, bytes):
+        path = Path(model)
+        if not path.is_file():
+            raise UserError(f"model file not found: {path}")
+        if path.suffix.lower() not in _SUFFIXES:
+            raise UserError(f"openvino loads an ONNX file (.onnx) or OpenVINO IR (.xml), not {path.name}")
     specs: dict[str, TensorSpec] = {}
-    if path.suffix.lower() == ".onnx":
-        import onnx
-
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:
-            raise UserError(f"openvino could not load {path}: not a readable ONNX file ({exc})") from None
-        specs = onnx_specs(proto)
+    if isinstance(model, bytes) or Path(model).suffix.lower() == ".onnx":
+        inputs, outputs = onnx_signature(model)
+        specs = {spec.name: spec for spec in (*inputs, *outputs)}
     try:
-        return core.read_model(str(path)), specs
+        return core.read_model(model if isinstance(model, bytes) else str(model)), specs
     except Exception as exc:
-        raise UserError(f"openvino could not load {path}: {_one_line(exc)}") from None
+        raise UserError(f"openvino could not load {'the model' if isinstance(model, bytes) else model}: "
+                        f"{_one_line(exc)}") from None
 
 
 def _port_spec(port: Any, onnx_specs: Mapping[str, TensorSpec]) -> TensorSpec:
@@ -257,6 +276,7 @@ def _device_name(core: Any, device: str) -> str | None:
 class _OpenVinoBackend:
     name = "openvino"
     install_hint = INSTALL_HINT
+    options_type = OpenVinoOptions
 
     def status(self) -> BackendStatus:
         if importlib.util.find_spec("openvino") is None:

@@ -24,20 +24,57 @@ import hashlib
 import importlib.util
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
-from zhisuan.runtime.base import BackendStatus, Precision, RunnerBase, RuntimeInfo, RuntimeOptions, TensorSpec
-from zhisuan.runtime.feeds import check_feeds, onnx_specs
+from zhisuan.runtime.base import (
+    BackendOptions,
+    BackendStatus,
+    Precision,
+    RunnerBase,
+    RuntimeInfo,
+    RuntimeOptions,
+    TensorSpec,
+)
+from zhisuan.runtime.feeds import check_feeds
+from zhisuan.runtime.onnx_signature import onnx_signature
 
 INSTALL_HINT = "pip install tensorrt (needs an NVIDIA GPU)"
 _WORKSPACE_BYTES = 1 << 30
 _DEFAULT_MAX_BATCH = 16
 
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+@dataclass(frozen=True)
+class TensorRtOptions(BackendOptions):
+    """How TensorRT builds the engine.
+
+    >>> TensorRtOptions(max_batch=32)
+    TensorRtOptions(shape_profile=None, max_batch=32, engine_cache=True)
+    """
+
+    backend: ClassVar[str] = "tensorrt"
+
+    #: ``{input: (min_shape, opt_shape, max_shape)}`` for dynamic inputs; see :func:`shape_profile`.
+    shape_profile: Mapping[str, Sequence[Sequence[int]]] | None = None
+    #: The largest batch of the default profile, for a model whose only dynamic axis is the first.
+    max_batch: int = _DEFAULT_MAX_BATCH
+    #: Reuse (and store) engines under ``<cache>/tensorrt``; False builds a fresh one every time.
+    engine_cache: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "max_batch", int(self.max_batch))
+        except (TypeError, ValueError):
+            raise UserError(f"max_batch must be an integer, got {self.max_batch!r}") from None
+        if self.max_batch < 1:
+            raise UserError(f"max_batch must be at least 1, got {self.max_batch}")
+        object.__setattr__(self, "engine_cache", bool(self.engine_cache))
 
 
 def _importable(name: str) -> bool:
@@ -127,15 +164,12 @@ class TensorRtRunner(RunnerBase):
         torch.cuda.set_device(self._device)
         self._logger = trt.Logger(trt.Logger.WARNING)
 
-        inputs, outputs = _signature(onnx_bytes)
-        profile = shape_profile(
-            inputs, given=options.extra.get("shape_profile"),
-            max_batch=int(options.extra.get("max_batch", _DEFAULT_MAX_BATCH)),
-        )
+        own = options.backend_options_as(TensorRtOptions)
+        inputs, outputs = onnx_signature(onnx_bytes)
+        profile = shape_profile(inputs, given=own.shape_profile, max_batch=own.max_batch)
         gpu = f"{torch.cuda.get_device_name(index)} sm{''.join(map(str, torch.cuda.get_device_capability(index)))}"
         key = engine_key(onnx_bytes, trt_version=trt.__version__, gpu=gpu, precision=options.precision, profile=profile)
-        use_cache = bool(options.extra.get("engine_cache", True))
-        engine_bytes, cached = self._engine(trt, onnx_bytes, options.precision, profile, key, use_cache)
+        engine_bytes, cached = self._engine(trt, onnx_bytes, options.precision, profile, key, own.engine_cache)
 
         runtime = trt.Runtime(self._logger)
         # Engines can carry plugin host code; TensorRT refuses to run it unless this is True.
@@ -281,6 +315,7 @@ def _numpy(tensor: Any) -> np.ndarray:
 class _TensorRtBackend:
     name = "tensorrt"
     install_hint = INSTALL_HINT
+    options_type = TensorRtOptions
 
     def status(self) -> BackendStatus:
         if not _importable("tensorrt"):
@@ -309,18 +344,6 @@ class _TensorRtBackend:
         if reason is not None:
             raise BackendUnavailableError(self.name, reason, INSTALL_HINT)
         return TensorRtRunner(_onnx_bytes(model), options)
-
-
-def _signature(onnx_bytes: bytes) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    import onnx
-
-    try:
-        proto = onnx.load_from_string(onnx_bytes)
-    except Exception as exc:
-        raise UserError(f"tensorrt could not read the model as ONNX: {exc}") from None
-    specs = onnx_specs(proto)
-    outputs = {v.name for v in proto.graph.output}
-    return [s for n, s in specs.items() if n not in outputs], [s for n, s in specs.items() if n in outputs]
 
 
 def _onnx_bytes(model: str | Path | Any) -> bytes:

@@ -26,13 +26,16 @@ import contextlib
 import copy
 import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
 from zhisuan.runtime.base import (
+    UNKNOWN_DTYPE,
+    BackendOptions,
     BackendStatus,
     Precision,
     RunnerBase,
@@ -41,7 +44,7 @@ from zhisuan.runtime.base import (
     TensorSpec,
     TorchModel,
 )
-from zhisuan.runtime.feeds import UNKNOWN_DTYPE, check_feeds
+from zhisuan.runtime.feeds import check_feeds
 
 INSTALL_HINT = "pip install torch"
 
@@ -50,6 +53,26 @@ _FILE_REFUSED = (
     "unpickle, and unpickling a model file can run any code it carries. Build the module in Python, "
     "load trusted weights with torch.load(weights_only=True), and pass a TorchModel"
 )
+
+
+@dataclass(frozen=True)
+class TorchOptions(BackendOptions):
+    """What a plain ``torch.nn.Module`` needs to stand in for its ONNX export: the names (and
+    optionally the specs) of its inputs and outputs. A :class:`TorchModel` carries them itself.
+
+    >>> TorchOptions(input_names=["x"], output_names=["y"])
+    TorchOptions(input_names=('x',), output_names=('y',), input_specs=())
+    """
+
+    backend: ClassVar[str] = "torch"
+
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    input_specs: tuple[TensorSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("input_names", "output_names", "input_specs"):
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
 
 
 def _dtype(precision: Precision) -> Any:
@@ -232,10 +255,12 @@ def _set_interop_threads(requested: int | None) -> int:
     return torch.get_num_interop_threads()
 
 
-def _as_torch_model(model: Any, extra: Mapping[str, Any]) -> TorchModel:
+def _as_torch_model(model: Any, own: TorchOptions) -> TorchModel:
     import torch
 
     if isinstance(model, TorchModel):
+        if own != TorchOptions():
+            raise UserError("a TorchModel carries its own input and output names; pass no TorchOptions with it")
         return model
     if isinstance(model, str | Path | bytes):
         raise UserError(f"refusing to load {model!r}: {_FILE_REFUSED}" if not isinstance(model, bytes)
@@ -244,19 +269,18 @@ def _as_torch_model(model: Any, extra: Mapping[str, Any]) -> TorchModel:
         model = model.module()
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"the torch backend runs a TorchModel or torch.nn.Module, not {type(model).__name__}")
-    input_names, output_names = extra.get("input_names"), extra.get("output_names")
-    if not input_names or not output_names:
+    if not own.input_names or not own.output_names:
         raise UserError(
             "a plain torch.nn.Module needs input_names=[...] and output_names=[...] "
             "(the names its ONNX export uses), or pass a TorchModel"
         )
-    specs = tuple(extra.get("input_specs") or ())
-    return TorchModel(model, tuple(input_names), tuple(output_names), specs)
+    return TorchModel(model, own.input_names, own.output_names, own.input_specs)
 
 
 class _TorchBackend:
     name = "torch"
     install_hint = INSTALL_HINT
+    options_type = TorchOptions
 
     def status(self) -> BackendStatus:
         if importlib.util.find_spec("torch") is None:
@@ -273,7 +297,7 @@ class _TorchBackend:
     def load(self, model: str | Path | Any, options: RuntimeOptions) -> TorchRunner:
         if importlib.util.find_spec("torch") is None:
             raise BackendUnavailableError(self.name, "torch is not installed", INSTALL_HINT)
-        return TorchRunner(_as_torch_model(model, options.extra), options)
+        return TorchRunner(_as_torch_model(model, options.backend_options_as(TorchOptions)), options)
 
 
 BACKEND = _TorchBackend()

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+
+from zhisuan.errors import UserError
+
+#: The dtype of a :class:`TensorSpec` whose type is not known (e.g. a plain ``torch.nn.Module``).
+#: Such a spec carries no shape either: :func:`~zhisuan.runtime.feeds.check_feeds` checks only its name.
+UNKNOWN_DTYPE = "unknown"
 
 
 class Precision(enum.StrEnum):
@@ -41,6 +47,34 @@ class TensorSpec:
         return any(not isinstance(d, int) or d < 0 for d in self.shape)
 
 
+_Options = TypeVar("_Options", bound="BackendOptions")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Base of the options one backend takes beyond the shared ones (device, precision, threads).
+
+    Each backend subclasses it with a frozen dataclass of its own fields (``OrtOptions``,
+    ``OpenVinoOptions``, ...) and names it as its ``options_type``; a subclass checks its values
+    in ``__post_init__``, so a bad value fails when the options are made, not at load time.
+    """
+
+    backend: ClassVar[str] = ""
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_keywords(cls: type[_Options], keywords: Mapping[str, Any]) -> _Options:
+        """The options from keyword arguments; an unknown keyword is a :class:`UserError`."""
+        unknown = [name for name in keywords if name not in cls.option_names()]
+        if unknown:
+            takes = ", ".join(cls.option_names()) or "none"
+            raise UserError(f"{cls.backend} has no option {', '.join(map(repr, unknown))}; its options are: {takes}")
+        return cls(**keywords)
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """What to ask a backend for. Every choice is explicit and recorded."""
@@ -49,14 +83,28 @@ class RuntimeOptions:
     precision: Precision = Precision.FP32
     intra_op_threads: int | None = None  # None: the backend's default, recorded after load
     inter_op_threads: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    backend_options: BackendOptions | None = None  # None: the backend's defaults
+
+    def backend_options_as(self, cls: type[_Options]) -> _Options:
+        """``backend_options`` as ``cls``; see :func:`options_as`."""
+        return options_as(self.backend_options, cls)
+
+
+def options_as(given: BackendOptions | None, cls: type[_Options]) -> _Options:
+    """``given`` as ``cls`` (its defaults when None); another backend's options are a
+    :class:`UserError`, never ignored."""
+    if given is None:
+        return cls()
+    if not isinstance(given, cls):
+        raise UserError(f"{type(given).__name__} are {given.backend} options; {cls.backend} takes {cls.__name__}")
+    return given
 
 
 @dataclass(frozen=True)
 class RuntimeInfo:
     """What actually ran, read back from the backend after loading (not what was asked)."""
 
-    runtime: str  # "onnxruntime", "openvino", "torch", "tensorrt"
+    runtime: str  # "onnxruntime", "openvino", "torch", "tensorrt", "null"
     version: str
     device: str
     provider: str  # e.g. "CPUExecutionProvider", "CPU" (OpenVINO device), "torch-cpu"
@@ -117,6 +165,7 @@ class Backend(Protocol):
 
     name: str
     install_hint: str
+    options_type: type[BackendOptions]
 
     def status(self) -> BackendStatus: ...
 

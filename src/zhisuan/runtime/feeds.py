@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import UserError
-from zhisuan.runtime.base import TensorSpec
+from zhisuan.runtime.base import UNKNOWN_DTYPE, TensorSpec
+from zhisuan.runtime.onnx_signature import onnx_signature
 
 __all__ = [
     "DEFAULT_DYNAMIC_DIM",
@@ -43,31 +44,12 @@ DEFAULT_DYNAMIC_DIM = 16
 #: realistic vocabulary, and non-negative so that they are safe as Gather indices.
 INT_HIGH = 100
 
-#: The dtype of a :class:`TensorSpec` whose type is not known (e.g. a plain ``torch.nn.Module``).
-#: Such a spec carries no shape either: :func:`check_feeds` checks only its name.
-UNKNOWN_DTYPE = "unknown"
-
 
 def onnx_specs(proto: Any) -> dict[str, TensorSpec]:
-    """Graph inputs (initializers excluded) and outputs of an ``onnx.ModelProto``, by name, in order.
-
-    Backends that rename or drop dim names (OpenVINO) or read no signature (TensorRT) use this
-    so that every backend shows the same signature as ONNX Runtime.
-    """
-    from onnx import helper
-
-    initializers = {init.name for init in proto.graph.initializer}
-    specs = {}
-    for value in (*proto.graph.input, *proto.graph.output):
-        if value.name in initializers:
-            continue
-        tensor_type = value.type.tensor_type
-        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else UNKNOWN_DTYPE
-        dims: list[int | str | None] = []
-        for dim in tensor_type.shape.dim:
-            dims.append(int(dim.dim_value) if dim.HasField("dim_value") else (dim.dim_param or None))
-        specs[value.name] = TensorSpec(value.name, dtype, tuple(dims))
-    return specs
+    """Graph inputs (initializers excluded) and outputs of an ONNX model, by name, in order: the
+    specs of :func:`~zhisuan.runtime.onnx_signature.onnx_signature` keyed by name."""
+    inputs, outputs = onnx_signature(proto)
+    return {spec.name: spec for spec in (*inputs, *outputs)}
 
 
 def _is_fixed(dim: int | str | None) -> bool:
