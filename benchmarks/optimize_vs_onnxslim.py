@@ -38,14 +38,13 @@ DYNAMIC_DIM = {"ppocr-det": 160, "ppocr-rec": 160}
 
 def feeds_for(model: onnx.ModelProto, dynamic: int) -> dict[str, np.ndarray]:
     """Seeded random inputs; dynamic dims (except batch) get ``dynamic`` (ppocr-det needs > 16)."""
-    from zhisuan.runtime.feeds import onnx_specs
+    from zhisuan.inputs import model_inputs
 
     if any(v.name == "sr" for v in model.graph.input):  # silero-vad: 512 samples + 64 context at 16 kHz
         rng = np.random.default_rng(0)
         return {"input": (0.1 * rng.standard_normal((1, 576))).astype(np.float32),
                 "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(16000, np.int64)}
-    outputs = {v.name for v in model.graph.output}
-    specs = [s for n, s in onnx_specs(model).items() if n not in outputs]
+    specs = model_inputs(model)
     names = {d: (1 if axis == 0 else dynamic) for s in specs for axis, d in enumerate(s.shape) if isinstance(d, str)}
     if "total_sequence" in names:  # gpt2 with KV cache: mask covers past + new tokens
         names["total_sequence"] = names.get("sequence", dynamic) + names.get("past_sequence", dynamic)

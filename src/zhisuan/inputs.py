@@ -230,16 +230,12 @@ def resolve_model(source: str | Path | ModelRef) -> Path:
 
 def model_inputs(model: str | Path | Any) -> list[TensorSpec]:
     """Input specs of an ONNX file or ``onnx.ModelProto`` (graph inputs that are not initializers)."""
-    from zhisuan.runtime.feeds import onnx_specs
     from zhisuan.runtime.onnx_signature import onnx_signature
 
-    if isinstance(model, str | Path):
-        inputs, _ = onnx_signature(model)
-        return list(inputs)
-    if not hasattr(model, "graph"):
+    if not isinstance(model, str | Path) and not hasattr(model, "graph"):
         raise UserError(f"expected an ONNX file or an onnx.ModelProto, got {type(model).__name__}")
-    outputs = {v.name for v in model.graph.output}
-    return [s for n, s in onnx_specs(model).items() if n not in outputs]
+    inputs, _ = onnx_signature(model)
+    return list(inputs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,3 +125,14 @@ def test_pack_and_serve_apply_its_serving_defaults(registered: ZooEntry, tmp_pat
     assert reply.status_code == 200, reply.text
     outputs = {o["name"]: o for o in reply.json()["outputs"]}
     assert outputs["label"]["data"] == [LABELS[i] for i in labels]
+
+
+def test_the_compatibility_matrix_runs_it(registered: ZooEntry, tmp_path: Path) -> None:
+    from zhisuan.bench import compat
+
+    assert NAME in compat.zoo_matrix_models(quick=True)
+    feeds = compat.zoo_feeds(NAME, [], seed=3)
+    assert feeds["x"].shape == (ORDER, 4)  # its realistic calib feed, not a random guess
+    cells = compat.run_matrix_model(NAME, device="cpu", device_kind="cpu", threads=1, seed=3, work_dir=tmp_path,
+                                    combos=[("onnxruntime", "fp32"), ("torch", "fp32")])
+    assert [(c.runtime, c.status) for c in cells] == [("onnxruntime", "match"), ("torch", "n/a")]

@@ -58,7 +58,6 @@ CLAUSE = "EV-8"
 CASE_STATUSES = ("pass", "not_supported", "run_error", "wrong_result", "crash")
 SWEEP_BACKENDS = ("onnxruntime", "openvino")
 MIN_COSINE = 0.99
-QUICK_ZOO = ("ppocr-cls", "silero-vad", "minilm-l6", "efficientnet-lite0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,15 +296,13 @@ def prepare_onnxruntime(model_bytes: bytes, *, threads: int = 1, device: str = "
     import onnx
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 4
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+    from zhisuan.runtime import load_runtime
+
+    # The raw session: operator cases feed sequences, maps, optionals and raw bfloat16/float8
+    # values that the runner's feed checks do not take. Logs off: many cases fail on purpose.
+    loaded = load_runtime(model_bytes, "onnxruntime", device=device, intra_op_threads=threads, inter_op_threads=1,
+                          log_severity_level=4)
+    session = loaded.session
     graph = onnx.load_from_string(model_bytes).graph
     initializers = {i.name for i in graph.initializer}
     names = [v.name for v in graph.input if v.name not in initializers]
@@ -697,18 +694,23 @@ class MatrixCell:
 
 
 def zoo_feeds(name: str, specs: Sequence[Any], seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs a zoo model accepts: fixed image sizes, valid sample rates, consistent sequence lengths."""
+    """One feed zoo model ``name`` accepts: its first realistic ``calib`` feed (valid sample rates,
+    recurrent states and caches from the model itself), else a seeded random one from ``specs``."""
+    from zhisuan import zoo
     from zhisuan.runtime.feeds import random_feeds
 
-    rng = np.random.default_rng(seed)
-    if name == "silero-vad":
-        return {"input": rng.uniform(-0.5, 0.5, (1, 576)).astype(np.float32),
-                "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(16000, dtype=np.int64)}
-    shapes = {"ppocr-cls": (1, 3, 48, 192), "ppocr-det": (1, 3, 160, 160), "ppocr-rec": (1, 3, 48, 160)}
-    if name in shapes:
-        return {specs[0].name: rng.standard_normal(shapes[name]).astype(np.float32)}
+    made = zoo.get(name).realistic_inputs("calib", batches=1, seed=seed)
+    if made:
+        return made[0]
     dims = {"batch": 1, "sequence": 8, "past_sequence": 8, "total_sequence": 16}
     return random_feeds(specs, batch=1, seed=seed, dim_values=dims)
+
+
+def zoo_matrix_models(*, quick: bool) -> list[str]:
+    """The zoo models of the EV-8 matrix: every entry, or in the quick suite those marked ``quick``."""
+    from zhisuan import zoo
+
+    return [e.name for e in zoo.entries() if e.quick or not quick]
 
 
 def _matrix_combos(device_kind: str) -> list[tuple[str, str]]:
@@ -911,11 +913,10 @@ def measure_operator_conformance(ctx: EvalContext) -> list[Item]:
       est_s={"quick": 30, "standard": 60, "full": 240})
 def measure_zoo_matrix(ctx: EvalContext) -> list[Item]:
     """Which zoo models load, run and match ONNX Runtime FP32 per runtime and precision."""
-    from zhisuan import zoo
 
     kind = getattr(ctx.device, "kind", "cpu")
     device = f"cuda:{ctx.device.index}" if kind == "cuda" else "cpu"
-    names = list(QUICK_ZOO) if ctx.is_quick else zoo.names()
+    names = zoo_matrix_models(quick=ctx.is_quick)
     work = _work_dir(ctx, "ev8-zoo")
     items: list[Item] = []
     all_cells: list[MatrixCell] = []
@@ -1016,5 +1017,6 @@ __all__ = [
     "summarize_sweep",
     "write_cases",
     "zoo_feeds",
+    "zoo_matrix_models",
 ]
 

@@ -230,14 +230,14 @@ def _from_onnx(
     from zhisuan.convert.onnx_edit import convert_opset, infer_shapes, make_batch_dynamic, tensor_names
     from zhisuan.graph import load_model, save_model
     from zhisuan.inputs import resolve, sample_inputs
-    from zhisuan.runtime.feeds import onnx_specs
+    from zhisuan.runtime.onnx_signature import onnx_signature
 
     ref = resolve(text, accept=("onnx", "zoo", "package"))
     kind: Literal["onnx", "zoo"] = "zoo" if ref.kind == "zoo" else "onnx"
     path = ref.file()
     model = load_model(path)
     source_names = tensor_names(model)
-    specs = [s for n, s in onnx_specs(model).items() if n in {i.name for i in model.graph.input}]
+    specs, _ = onnx_signature(model)
     fixed = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
     first_batch = next(iter(fixed)) if len(fixed) == 1 else 1
     if opset is not None:

@@ -17,13 +17,11 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.runtime.base import UNKNOWN_DTYPE, TensorSpec
-from zhisuan.runtime.onnx_signature import onnx_signature
 
 __all__ = [
     "DEFAULT_DYNAMIC_DIM",
@@ -31,7 +29,6 @@ __all__ = [
     "UNKNOWN_DTYPE",
     "check_feeds",
     "load_feeds",
-    "onnx_specs",
     "random_feeds",
     "resolve_shape",
 ]
@@ -43,13 +40,6 @@ DEFAULT_DYNAMIC_DIM = 16
 #: Integer inputs are drawn from ``[0, INT_HIGH)``: valid token ids / class indices for any
 #: realistic vocabulary, and non-negative so that they are safe as Gather indices.
 INT_HIGH = 100
-
-
-def onnx_specs(proto: Any) -> dict[str, TensorSpec]:
-    """Graph inputs (initializers excluded) and outputs of an ONNX model, by name, in order: the
-    specs of :func:`~zhisuan.runtime.onnx_signature.onnx_signature` keyed by name."""
-    inputs, outputs = onnx_signature(proto)
-    return {spec.name: spec for spec in (*inputs, *outputs)}
 
 
 def _is_fixed(dim: int | str | None) -> bool:
