@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zhisuan.errors import UserError
-from zhisuan.serve.logs import RequestLog, parse_since, query_logs
+from zhisuan.serve.logs import RequestLog, StatusFilter, parse_since, query_logs
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
@@ -79,3 +79,11 @@ def test_parse_since_and_bad_queries(tmp_path: Path) -> None:
         query_logs(tmp_path, status="ok")
     with pytest.raises(UserError, match="--limit"):
         query_logs(tmp_path, limit=0)
+
+
+def test_a_status_filter_is_parsed_once_and_matches_codes_or_classes() -> None:
+    five = StatusFilter.parse(" 5XX ")
+    assert five == StatusFilter("5xx") and five.matches(503) and five.matches("500") and not five.matches(429)
+    assert StatusFilter.parse("429").matches(429) and not StatusFilter.parse("429").matches(428)
+    with pytest.raises(UserError, match="bad --status"):
+        StatusFilter.parse("6xx")

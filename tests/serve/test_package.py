@@ -310,3 +310,28 @@ def test_onnxruntime_threads_covering_every_core_do_not_spin(tiny: Path, tmp_pat
         assert runner.info.details["session_config"] == {"session.intra_op.allow_spinning": "0"}
     with loaded.open_runner(threads=2) as runner:  # cores left for the server: ORT's default spinning
         assert "session_config" not in runner.info.details
+
+
+def test_tensor_sigs_are_runtime_tensor_specs_with_v2_datatypes(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, save
+
+    from zhisuan.runtime.base import TensorSpec
+    from zhisuan.serve.datatypes import Datatype
+
+    spec = TensorSpec("x", "uint8", ("batch", 224, None, 3))
+    sig = TensorSig.from_spec(spec)
+    assert sig == TensorSig("x", "UINT8", (-1, 224, -1, 3)) and sig.datatype is Datatype.UINT8
+    assert sig.to_spec() == TensorSpec("x", "uint8", (None, 224, None, 3))
+    assert TensorSig("s", "BYTES", (-1,)).to_spec().dtype == "object"
+    with pytest.raises(UserError, match="unknown datatype"):
+        TensorSig("x", "float32", (1,))
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, None)],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "s.onnx")
+    inputs, outputs, facts = package_mod.read_model_signature(tmp_path / "s.onnx", package_mod.PackageFormat.ONNX)
+    assert inputs == [TensorSig("x", "BYTES", (-1,))]
+    assert outputs[0].datatype is Datatype.BYTES and len(outputs[0].shape) == 1  # shape inference gave the rank
+    assert facts["opsets"] == {"ai.onnx": 17} and facts["external_data"] == []

@@ -129,3 +129,16 @@ def test_concurrent_requests_reach_the_executor_as_one_batch(engine: MockEngine,
     calls = engine.calls[before:]
     assert sum(c.feeds["x"].shape[0] for c in calls) == 12
     assert len(calls) < 12  # rows from several requests shared one executor call
+
+
+def test_the_engine_is_parsed_once_into_an_enum(tmp_path: Path) -> None:
+    from zhisuan.errors import UserError
+    from zhisuan.serve.config import Engine
+    from zhisuan.serve.executor import make_executor
+
+    config = ServerConfig(repo=tmp_path, engine="ray")
+    assert config.engine is Engine.RAY and config.to_dict()["engine"] == "ray"
+    with pytest.raises(UserError, match="unknown engine 'k8s'; choose local or ray"):
+        ServerConfig(repo=tmp_path, engine="k8s")
+    with pytest.raises(UserError, match="unknown engine 'k8s'; choose one of: local, ray"):
+        make_executor(None, engine="k8s")  # type: ignore[arg-type]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from zhisuan.cli._common import JSON_HELP, console, fmt_bytes, print_json, status
 from zhisuan.errors import UserError
+
+if TYPE_CHECKING:
+    from zhisuan.progress import Progress
 
 RUNTIME_HELP = "Default runtime of the package: onnxruntime or openvino (default: onnxruntime for ONNX, openvino for IR)."
 MAX_BATCH_HELP = "Dynamic batching: most rows per model run (default 8; 1 for a model without a batch axis)."
@@ -19,6 +23,16 @@ PRE_HELP = 'Preprocessing steps as JSON, or @FILE, e.g. \'[{"op": "scale", "inpu
 POST_HELP = 'Postprocessing steps as JSON, or @FILE, e.g. \'[{"op": "topk", "output": "logits", "k": 5}]\'.'
 META_HELP = "Extra metadata as a JSON object, or @FILE."
 ZOO_DEFAULTS_HELP = "Apply a zoo model's documented pre/post-processing when none is given."
+
+
+def spinner_progress(update: Callable[[str], Any]) -> Progress:
+    """A spinner's ``update(text)`` as a :class:`~zhisuan.progress.Progress` (packing reports text only)."""
+
+    def progress(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+        if text:
+            update(text)
+
+    return progress
 
 
 def pack_options(
@@ -122,7 +136,7 @@ def pack_cmd(
         preprocess=preprocess, postprocess=postprocess, metadata=metadata, zoo_defaults=zoo_defaults,
     )
     with status(f"packing {model}", enabled=not json_out) as update:
-        package = pack(model, out, name=name, version=version, force=force, progress=update, **options)
+        package = pack(model, out, name=name, version=version, force=force, progress=spinner_progress(update), **options)
     if json_out:
         print_json(package.to_dict())
         return

@@ -19,6 +19,7 @@ from zhisuan.cli.pack import (
     ZOO_DEFAULTS_HELP,
     pack_options,
     print_package,
+    spinner_progress,
 )
 from zhisuan.errors import UserError
 
@@ -63,7 +64,7 @@ def add_cmd(
     )
     repository = Repository(repo)
     with status(f"adding {model} as {name}", enabled=not json_out) as update:
-        package = repository.add(model, name=name, version=version, force=force, progress=update, **options)
+        package = repository.add(model, name=name, version=version, force=force, progress=spinner_progress(update), **options)
     if json_out:
         print_json(package.to_dict())
         return

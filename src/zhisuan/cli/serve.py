@@ -78,8 +78,8 @@ def serve_cmd(
     if spinner is not None:
         spinner.start()
 
-    def progress(text: str) -> None:
-        if spinner is not None:
+    def progress(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+        if spinner is not None and text:
             spinner.update(text)
 
     def ready(hub: Any, url: str) -> None:

@@ -26,11 +26,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 from zhisuan.serve.protocol import ServeError
 
 __all__ = ["BatchPolicy", "BatchResult", "BatchStats", "DynamicBatcher"]
@@ -40,7 +40,7 @@ ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
 @dataclass(frozen=True)
-class BatchPolicy:
+class BatchPolicy(Record):
     """How one model version batches. ``max_batch_size`` <= 1 turns batching off."""
 
     max_batch_size: int = 8  # rows along the first axis
@@ -61,16 +61,6 @@ class BatchPolicy:
             raise UserError(f"concurrency must be >= 1, not {self.concurrency}")
         if not self.timeout_s > 0:
             raise UserError(f"request timeout must be > 0 s, not {self.timeout_s}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_batch_size": self.max_batch_size,
-            "max_queue_delay_ms": self.max_queue_delay_ms,
-            "preferred_batch_sizes": list(self.preferred_batch_sizes),
-            "max_queue_size": self.max_queue_size,
-            "concurrency": self.concurrency,
-            "timeout_s": self.timeout_s,
-        }
 
 
 @dataclass(frozen=True)

@@ -6,22 +6,31 @@
 
 from __future__ import annotations
 
+import enum
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "STICKY_HEADER", "TOKEN_ENV", "ServerConfig"]
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "STICKY_HEADER", "TOKEN_ENV", "Engine", "ServerConfig"]
 
 TOKEN_ENV = "ZHISUAN_TOKEN"
 STICKY_HEADER = "X-Zhisuan-Sticky"
 DEFAULT_MAX_PAYLOAD_BYTES = 64 << 20  # 64 MiB: a batch of 64 224x224 fp32 images is ~38 MiB
 
 
+class Engine(enum.StrEnum):
+    """Where a model version's replicas run."""
+
+    LOCAL = "local"  # this machine: in this process, or replica processes
+    RAY = "ray"  # Ray Serve deployments
+
+
 @dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(Record):
     """Everything ``zhisuan serve`` can be told. ``None`` means "as the package says"."""
 
     repo: Path
@@ -29,7 +38,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     replicas: int = 1
-    engine: str = "local"  # "local" | "ray"
+    engine: Engine = Engine.LOCAL
     runtime: str | None = None
     threads: int | None = None  # intra-op threads per runner
     max_batch_size: int | None = None  # overrides the packages' batching (batchable models only)
@@ -57,8 +66,9 @@ class ServerConfig:
             raise UserError(f"port {self.port} is out of range 0-65535")
         if self.replicas < 1:
             raise UserError(f"--replicas must be >= 1, not {self.replicas}")
-        if self.engine not in ("local", "ray"):
-            raise UserError(f"unknown engine {self.engine!r}; choose local or ray")
+        if self.engine not in tuple(Engine):
+            raise UserError(f"unknown engine {self.engine!r}; choose {' or '.join(Engine)}")
+        object.__setattr__(self, "engine", Engine(self.engine))
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be >= 1, not {self.threads}")
         if self.max_batch_size is not None and self.max_batch_size < 1:
@@ -97,9 +107,4 @@ class ServerConfig:
         return self.concurrency if self.concurrency is not None else self.replicas
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["token"] = "set" if self.token else None  # never echo the secret
-        for key in ("repo", "log_dir", "rollout_state"):
-            d[key] = str(d[key]) if d[key] is not None else None
-        d["models"] = list(self.models)
-        return d
+        return {**super().to_dict(), "token": "set" if self.token else None}  # never echo the secret

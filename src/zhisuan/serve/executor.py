@@ -18,19 +18,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.serve.config import Engine
 
 if TYPE_CHECKING:
     from zhisuan.serve.package import Package
 
-__all__ = ["ENGINES", "Executor", "ExecutorFactory", "InProcessExecutor", "make_executor"]
+__all__ = ["ENGINES", "Engine", "Executor", "ExecutorFactory", "InProcessExecutor", "make_executor"]
 
-ENGINES = ("local", "ray")
-Engine = Literal["local", "ray"]
+ENGINES = tuple(Engine)
 
 
 @runtime_checkable
@@ -62,7 +62,7 @@ class ExecutorFactory(Protocol):
         package: Package,
         *,
         replicas: int,
-        engine: str,
+        engine: Engine,
         runtime: str | None,
         threads: int | None,
         concurrency: int,
@@ -149,7 +149,7 @@ def make_executor(
     package: Package,
     *,
     replicas: int = 1,
-    engine: str = "local",
+    engine: Engine | str = Engine.LOCAL,
     runtime: str | None = None,
     threads: int | None = None,
     concurrency: int = 1,
@@ -161,9 +161,10 @@ def make_executor(
     """
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    engine = Engine(engine)
     if replicas < 1:
         raise UserError(f"replicas must be >= 1, not {replicas}")
-    if engine == "ray":
+    if engine is Engine.RAY:
         try:
             from zhisuan.serve.ray_engine import RayExecutor
         except ModuleNotFoundError as exc:

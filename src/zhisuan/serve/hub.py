@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.serve.batching import BatchPolicy, BatchStats, DynamicBatcher
 from zhisuan.serve.config import ServerConfig
+from zhisuan.serve.datatypes import Datatype
 from zhisuan.serve.executor import ExecutorFactory, make_executor
 from zhisuan.serve.logs import RequestLog
 from zhisuan.serve.metrics import UNKNOWN, ServeMetrics, VersionState
@@ -102,7 +104,7 @@ class LoadedVersion:
                     400, f"input {name!r} has shape {list(arr.shape)} but {self.name} takes {list(sig.shape)} "
                     "(-1: any size)"
                 )
-            feeds[name] = _onnx_strings(arr, name) if sig.datatype == "BYTES" else arr
+            feeds[name] = _onnx_strings(arr, name) if sig.datatype == Datatype.BYTES else arr
         for item in request.outputs:
             if item.name not in self.output_names:
                 raise ServeError(
@@ -152,10 +154,10 @@ class ModelHub:
         self._loading = asyncio.Lock()
         self._save_lock = threading.Lock()
         self._closing = False
-        self._progress: Callable[[str], None] | None = None
+        self._progress: Progress = no_progress
 
     # start and stop ------------------------------------------------------------------------
-    async def start(self, progress: Callable[[str], None] | None = None) -> None:
+    async def start(self, progress: Progress = no_progress) -> None:
         """Open the repository, start telemetry, load the models (all of them, or the named ones).
 
         ``progress(text)`` is told which model version is loading (the CLI shows a spinner).
@@ -188,7 +190,7 @@ class ModelHub:
             await self.close()
             raise
         finally:
-            self._progress = None
+            self._progress = no_progress
         self.started = True
 
     def _start_telemetry(self) -> None:
@@ -252,9 +254,8 @@ class ModelHub:
 
     async def _load_version(self, name: str, version: int) -> LoadedVersion:
         config = self.config
-        if self._progress is not None:
-            self._progress(f"loading {name} v{version} (verifying checksums, starting {config.replicas} "
-                           f"{config.engine} replica(s))")
+        self._progress(f"loading {name} v{version} (verifying checksums, starting {config.replicas} "
+                       f"{config.engine} replica(s))")
         package = await asyncio.to_thread(self.repo.package, name, version)
         executor = await asyncio.to_thread(
             self.executor_factory, package, replicas=config.replicas, engine=config.engine,

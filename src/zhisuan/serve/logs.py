@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
-__all__ = ["LOG_FIELDS", "LogQuery", "RequestLog", "parse_since", "query_logs"]
+__all__ = ["LOG_FIELDS", "LogQuery", "RequestLog", "StatusFilter", "parse_since", "query_logs"]
 
 LOG_FIELDS = ("ts", "request_id", "model", "version", "status", "latency_ms", "queue_ms", "batch_size", "error")
 _FILE = re.compile(r"^requests-(\d{8})\.jsonl$")
@@ -100,7 +101,7 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
 
 
 @dataclass(frozen=True)
-class LogQuery:
+class LogQuery(Record):
     """The records a query matched (oldest first), how many lines were read and skipped."""
 
     records: tuple[dict[str, Any], ...]
@@ -108,21 +109,27 @@ class LogQuery:
     lines_read: int
     lines_skipped: int  # unparseable lines (e.g. the tail of a crashed write)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "records": list(self.records),
-            "files": list(self.files),
-            "lines_read": self.lines_read,
-            "lines_skipped": self.lines_skipped,
-        }
 
+@dataclass(frozen=True)
+class StatusFilter:
+    """A status filter of :func:`query_logs`: one code (``429``) or a class (``5xx``).
 
-def _status_matches(status: Any, wanted: str) -> bool:
-    text = str(status)
-    wanted = wanted.strip().lower()
-    if re.fullmatch(r"[1-5]xx", wanted):
-        return text[:1] == wanted[0]
-    return text == wanted
+    >>> StatusFilter.parse(" 5XX ").matches(503), StatusFilter.parse("429").matches(200)
+    (True, False)
+    """
+
+    code: str  # "429", or "5xx" for a class
+
+    @classmethod
+    def parse(cls, text: str) -> StatusFilter:
+        wanted = text.strip().lower()
+        if not re.fullmatch(r"[1-5]\d\d|[1-5]xx", wanted):
+            raise UserError(f"bad --status {text!r}: give a code like 200 or 429, or a class like 5xx")
+        return cls(wanted)
+
+    def matches(self, status: Any) -> bool:
+        text = str(status)
+        return text[:1] == self.code[0] if self.code.endswith("xx") else text == self.code
 
 
 def query_logs(
@@ -130,7 +137,7 @@ def query_logs(
     *,
     model: str | None = None,
     since: str | datetime | None = None,
-    status: str | None = None,
+    status: str | StatusFilter | None = None,
     limit: int | None = None,
     now: datetime | None = None,
 ) -> LogQuery:
@@ -141,8 +148,7 @@ def query_logs(
     root = Path(directory)
     if not root.is_dir():
         raise UserError(f"no request logs: {root} is not a directory (the server writes them there)")
-    if status is not None and not re.fullmatch(r"\s*([1-5]\d\d|[1-5]xx)\s*", status, re.IGNORECASE):
-        raise UserError(f"bad --status {status!r}: give a code like 200 or 429, or a class like 5xx")
+    wanted = StatusFilter.parse(status) if isinstance(status, str) else status
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, not {limit}")
     start = since if isinstance(since, datetime) else (parse_since(since, now=now) if since else None)
@@ -160,7 +166,7 @@ def query_logs(
                 continue
             if model is not None and record.get("model") != model:
                 continue
-            if status is not None and not _status_matches(record.get("status"), status):
+            if wanted is not None and not wanted.matches(record.get("status")):
                 continue
             if start is not None:
                 try:

@@ -24,13 +24,14 @@ IR. Nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zhisuan.errors import ChecksumError, UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
+from zhisuan.runtime.base import UNKNOWN_DTYPE, TensorSpec
 from zhisuan.serve import processing
+from zhisuan.serve.datatypes import V2_TO_NUMPY, Datatype
 from zhisuan.serve.processing import Sig
 
 if TYPE_CHECKING:
@@ -51,6 +56,7 @@ __all__ = [
     "SCHEMA",
     "BatchingConfig",
     "Package",
+    "PackageFormat",
     "PackageManifest",
     "TensorSig",
     "load_package",
@@ -60,9 +66,18 @@ __all__ = [
 
 SCHEMA = "zhisuan.package/1"
 MANIFEST = "manifest.json"
-FORMATS = ("onnx", "openvino")
-_DEFAULT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino"}
-_RUNTIMES = {"onnx": ("onnxruntime", "openvino", "tensorrt"), "openvino": ("openvino",)}
+
+
+class PackageFormat(enum.StrEnum):
+    """The model formats a package holds (both load without running code)."""
+
+    ONNX = "onnx"
+    OPENVINO = "openvino"  # IR: model.xml + model.bin
+
+
+FORMATS = tuple(PackageFormat)
+_DEFAULT_RUNTIME = {PackageFormat.ONNX: "onnxruntime", PackageFormat.OPENVINO: "openvino"}
+_RUNTIMES = {PackageFormat.ONNX: ("onnxruntime", "openvino", "tensorrt"), PackageFormat.OPENVINO: ("openvino",)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAX_MANIFEST_BYTES = 16 << 20
 # Formats that run code when loaded (pickle and what wraps it); zhisuan never loads them.
@@ -75,15 +90,36 @@ _RESERVED_METADATA = ("source", "zhisuan_version", "created_at", "model_signatur
 
 
 @dataclass(frozen=True)
-class TensorSig:
-    """One tensor a client sends or receives: name, v2 datatype, shape with the batch axis (-1: dynamic)."""
+class TensorSig(Record):
+    """One tensor a client sends or receives: name, v2 datatype, shape with the batch axis (-1: dynamic).
+
+    The manifest's form of a runtime :class:`~zhisuan.runtime.base.TensorSpec` (numpy dtype
+    names, named or unknown dims): :meth:`from_spec` and :meth:`to_spec` convert between them.
+    """
 
     name: str
-    datatype: str  # "FP32", "FP16", "INT64", "INT32", "INT8", "UINT8", "BOOL", "BYTES", ...
+    datatype: Datatype
     shape: tuple[int, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+    def __post_init__(self) -> None:
+        if not isinstance(self.datatype, str) or self.datatype not in V2_TO_NUMPY:
+            raise UserError(f"tensor {self.name!r}: unknown datatype {self.datatype!r}")
+        object.__setattr__(self, "datatype", Datatype(self.datatype))
+
+    @classmethod
+    def from_spec(cls, spec: TensorSpec, *, ranked: bool = True) -> TensorSig:
+        """``spec`` with its v2 datatype and -1 for every dim that is not a fixed size.
+
+        ``ranked`` False: the model file does not give the tensor's rank (the shape is then a
+        marker that packing refuses, never a shape that is written).
+        """
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in spec.shape) if ranked else _UNKNOWN_RANK
+        return cls(spec.name, processing.v2_datatype(spec.dtype), shape)
+
+    def to_spec(self) -> TensorSpec:
+        """The runtime's view: numpy dtype name (``BYTES``: ``object``), ``None`` for a dynamic dim."""
+        dtype = "object" if self.datatype == Datatype.BYTES else processing.numpy_dtype(self.datatype).name
+        return TensorSpec(self.name, dtype, tuple(d if d >= 0 else None for d in self.shape))
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> TensorSig:
@@ -92,11 +128,11 @@ class TensorSig:
         name, datatype, shape = data["name"], data["datatype"], data["shape"]
         if not isinstance(name, str) or not name:
             raise UserError(f"{where}: name must be a non-empty string")
-        if datatype not in processing.V2_TO_NUMPY:
+        if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
             raise UserError(f"{where}: unknown datatype {datatype!r}")
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape):
             raise UserError(f"{where}: shape must be a list of integers >= -1, got {shape!r}")
-        return cls(name, datatype, tuple(shape))
+        return cls(name, Datatype(datatype), tuple(shape))
 
     @property
     def numpy_dtype(self) -> np.dtype[Any]:
@@ -104,7 +140,7 @@ class TensorSig:
 
 
 @dataclass(frozen=True)
-class BatchingConfig:
+class BatchingConfig(Record):
     """Dynamic batching: at most ``max_batch_size`` rows per model run, waiting at most ``max_queue_delay_ms``.
 
     ``max_batch_size`` 1 means the model is run one request at a time (a model whose first axis
@@ -127,13 +163,6 @@ class BatchingConfig:
                     f"preferred batch sizes must be integers in 1..{self.max_batch_size}, got {list(self.preferred_batch_sizes)}"
                 )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_batch_size": self.max_batch_size,
-            "max_queue_delay_ms": self.max_queue_delay_ms,
-            "preferred_batch_sizes": list(self.preferred_batch_sizes),
-        }
-
     @classmethod
     def from_dict(cls, data: Any) -> BatchingConfig:
         if not isinstance(data, Mapping) or not set(data) <= {"max_batch_size", "max_queue_delay_ms", "preferred_batch_sizes"}:
@@ -145,12 +174,12 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
-class PackageManifest:
+class PackageManifest(Record):
     """The contents of ``manifest.json`` (see the module docstring for the layout)."""
 
     name: str
     version: int
-    format: str  # "onnx" | "openvino"
+    format: PackageFormat
     model_file: str
     inputs: tuple[TensorSig, ...]
     outputs: tuple[TensorSig, ...]
@@ -162,21 +191,8 @@ class PackageManifest:
     checksums: dict[str, str]  # relative file -> sha256
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "name": self.name,
-            "version": self.version,
-            "format": self.format,
-            "model_file": self.model_file,
-            "inputs": [s.to_dict() for s in self.inputs],
-            "outputs": [s.to_dict() for s in self.outputs],
-            "batching": self.batching.to_dict(),
-            "runtime": self.runtime,
-            "preprocess": [dict(s) for s in self.preprocess],
-            "postprocess": [dict(s) for s in self.postprocess],
-            "metadata": dict(self.metadata),
-            "checksums": dict(sorted(self.checksums.items())),
-        }
+        """The manifest's JSON: ``schema`` first, then every field; checksums sorted by file."""
+        return {"schema": SCHEMA, **super().to_dict(), "checksums": dict(sorted(self.checksums.items()))}
 
     @property
     def batchable(self) -> bool:
@@ -226,7 +242,7 @@ class PackageManifest:
         return cls(
             name=data["name"],
             version=data["version"],
-            format=data["format"],
+            format=PackageFormat(data["format"]),
             model_file=data["model_file"],
             inputs=inputs,
             outputs=outputs,
@@ -275,7 +291,7 @@ class Package:
         self.path = path
         self.manifest = manifest
         self._labels = dict(labels or {})
-        self._request_specs = [_spec(s) for s in manifest.inputs]
+        self._request_specs = [s.to_spec() for s in manifest.inputs]
 
     def __repr__(self) -> str:
         return f"Package({self.manifest.name!r}, version={self.manifest.version}, path={str(self.path)!r})"
@@ -323,7 +339,7 @@ class Package:
             raise UserError(f"threads must be >= 1, got {threads}")
         model_files = [f for f in self.manifest.checksums if not f.startswith("labels/")]
         source: Path | bytes
-        if self.manifest.format == "onnx" and model_files == [self.manifest.model_file] and runtime != "tensorrt":
+        if self.manifest.format == PackageFormat.ONNX and model_files == [self.manifest.model_file] and runtime != "tensorrt":
             data = self.model_path.read_bytes()
             if hashlib.sha256(data).hexdigest() != self.manifest.checksums[self.manifest.model_file]:
                 raise ChecksumError(f"{self.model_path}: sha256 does not match the package manifest; the file was modified")
@@ -370,13 +386,6 @@ class Package:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "size_bytes": self.size_bytes(), **self.manifest.to_dict()}
-
-
-def _spec(sig: TensorSig) -> Any:
-    from zhisuan.runtime.base import TensorSpec
-
-    dtype = "object" if sig.datatype == "BYTES" else processing.numpy_dtype(sig.datatype).name
-    return TensorSpec(sig.name, dtype, tuple(d if d >= 0 else None for d in sig.shape))
 
 
 def _looks_like_pickle(path: Path) -> bool:
@@ -468,9 +477,9 @@ def load_package(path: str | os.PathLike[str]) -> Package:
 
 def _check_model_files(manifest: PackageManifest, files: set[str]) -> None:
     suffix = Path(manifest.model_file).suffix.lower()
-    if manifest.format == "onnx" and suffix != ".onnx":
+    if manifest.format == PackageFormat.ONNX and suffix != ".onnx":
         raise UserError(f"manifest: an onnx package's model_file must end in .onnx, got {manifest.model_file!r}")
-    if manifest.format == "openvino":
+    if manifest.format == PackageFormat.OPENVINO:
         if suffix != ".xml":
             raise UserError(f"manifest: an openvino package's model_file must be IR .xml, got {manifest.model_file!r}")
         weights = str(Path(manifest.model_file).with_suffix(".bin").as_posix())
@@ -493,20 +502,19 @@ def _check_processing(manifest: PackageManifest, root: Path) -> None:
 # --- reading a model's signature -----------------------------------------------------------------
 
 
-def _dim(d: Any) -> int:
-    return int(d) if isinstance(d, int) and d >= 0 else -1
-
-
-def read_model_signature(path: Path, fmt: str) -> tuple[list[TensorSig], list[TensorSig], dict[str, Any]]:
+def read_model_signature(path: Path, fmt: PackageFormat) -> tuple[list[TensorSig], list[TensorSig], dict[str, Any]]:
     """Inputs, outputs (v2 datatypes, -1 for dynamic dims) and facts about the model file."""
-    if fmt == "onnx":
+    if fmt == PackageFormat.ONNX:
         return _onnx_signature(path)
     return _openvino_signature(path)
 
 
 def _onnx_signature(path: Path) -> tuple[list[TensorSig], list[TensorSig], dict[str, Any]]:
+    """The signature from :func:`zhisuan.runtime.onnx_signature.onnx_signature`, after shape inference
+    where outputs lack shapes, and the facts (opsets, producer, external data files) of the file."""
     import onnx
-    from onnx import helper
+
+    from zhisuan.runtime.onnx_signature import onnx_signature
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
@@ -514,25 +522,18 @@ def _onnx_signature(path: Path) -> tuple[list[TensorSig], list[TensorSig], dict[
         raise UserError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not proto.graph.node and not proto.graph.output:
         raise UserError(f"{path} is not an ONNX model (no graph)")
-    graph = proto.graph
-    if any(not v.type.tensor_type.HasField("shape") for v in graph.output):
+    typed = proto
+    if any(not v.type.tensor_type.HasField("shape") for v in proto.graph.output):
         with contextlib.suppress(Exception):  # no inferred shapes: pack refuses the rank-unknown outputs
-            graph = onnx.shape_inference.infer_shapes(proto).graph
+            typed = onnx.shape_inference.infer_shapes(proto)
+    # What a TensorSpec cannot say: a value that is no tensor, and a tensor of unknown rank.
     initializers = {i.name for i in proto.graph.initializer}
-
-    def sig(value: Any) -> TensorSig:
-        tensor = value.type.tensor_type
+    values = [*(v for v in typed.graph.input if v.name not in initializers), *typed.graph.output]
+    for value in values:
         if not value.type.HasField("tensor_type"):
             raise UserError(f"{path}: {value.name!r} is not a tensor (sequences and maps cannot be served)")
-        np_name = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "float32"
-        if tensor.elem_type == onnx.TensorProto.STRING:
-            np_name = "object"
-        shape = tuple(_dim(d.dim_value if d.HasField("dim_value") else None) for d in tensor.shape.dim) \
-            if tensor.HasField("shape") else None
-        return TensorSig(value.name, processing.v2_datatype(np_name), shape if shape is not None else _UNKNOWN_RANK)
-
-    inputs = [sig(v) for v in graph.input if v.name not in initializers]
-    outputs = [sig(v) for v in graph.output]
+    unranked = {v.name for v in values if not v.type.tensor_type.HasField("shape")}
+    inputs, outputs = onnx_signature(typed)
     external = sorted({
         entry.value for init in proto.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
         for entry in init.external_data if entry.key == "location"
@@ -543,7 +544,13 @@ def _onnx_signature(path: Path) -> tuple[list[TensorSig], list[TensorSig], dict[
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "external_data": external,
     }
-    return inputs, outputs, facts
+    return [_onnx_sig(s, unranked) for s in inputs], [_onnx_sig(s, unranked) for s in outputs], facts
+
+
+def _onnx_sig(spec: TensorSpec, unranked: set[str]) -> TensorSig:
+    if spec.dtype == UNKNOWN_DTYPE:  # an undeclared element type has always been packed as FP32
+        spec = TensorSpec(spec.name, "float32", spec.shape)
+    return TensorSig.from_spec(spec, ranked=spec.name not in unranked)
 
 
 def _openvino_signature(path: Path) -> tuple[list[TensorSig], list[TensorSig], dict[str, Any]]:
@@ -560,12 +567,12 @@ def _openvino_signature(path: Path) -> tuple[list[TensorSig], list[TensorSig], d
 
     def sig(port: Any) -> TensorSig:
         partial = port.get_partial_shape()
-        shape = tuple(d.get_length() if d.is_static else -1 for d in partial) if partial.rank.is_static else _UNKNOWN_RANK
+        dims = tuple(d.get_length() if d.is_static else None for d in partial) if partial.rank.is_static else ()
         try:
             np_name = np.dtype(port.get_element_type().to_dtype()).name
         except Exception:
             np_name = port.get_element_type().get_type_name()
-        return TensorSig(port.get_any_name(), processing.v2_datatype(np_name), shape)
+        return TensorSig.from_spec(TensorSpec(port.get_any_name(), np_name, dims), ranked=partial.rank.is_static)
 
     return [sig(p) for p in model.inputs], [sig(p) for p in model.outputs], {"openvino": ov.get_version()}
 
@@ -576,12 +583,12 @@ def _openvino_signature(path: Path) -> tuple[list[TensorSig], list[TensorSig], d
 @dataclass(frozen=True)
 class _Source:
     path: Path
-    format: str
+    format: PackageFormat
     zoo_name: str | None
     files: dict[str, Path]  # name in the package -> file on disk
 
 
-def _resolve_source(model: str | os.PathLike[str], progress: Callable[[str], None]) -> _Source:
+def _resolve_source(model: str | os.PathLike[str], progress: Progress) -> _Source:
     path = Path(model)
     zoo_name = None
     if path.is_dir():
@@ -602,12 +609,12 @@ def _resolve_source(model: str | os.PathLike[str], progress: Callable[[str], Non
     _refuse_pickle(path, "model")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _Source(path, "onnx", zoo_name, {"model.onnx": path})
+        return _Source(path, PackageFormat.ONNX, zoo_name, {"model.onnx": path})
     if suffix == ".xml":
         weights = path.with_suffix(".bin")
         if not weights.is_file():
             raise UserError(f"OpenVINO IR {path.name} needs its weights {weights.name} next to it")
-        return _Source(path, "openvino", zoo_name, {"model.xml": path, "model.bin": weights})
+        return _Source(path, PackageFormat.OPENVINO, zoo_name, {"model.xml": path, "model.bin": weights})
     raise UserError(f"{path.name}: zhisuan packs ONNX (.onnx) or OpenVINO IR (.xml + .bin) models only")
 
 
@@ -742,7 +749,7 @@ def stage_package(
     postprocess: Sequence[Mapping[str, Any]] = (),
     metadata: Mapping[str, Any] | None = None,
     zoo_defaults_enabled: bool = True,
-    progress: Callable[[str], None] = lambda _: None,
+    progress: Progress = no_progress,
 ) -> StagedPackage:
     """Validate everything and copy the files into the empty directory ``staging`` (no manifest yet)."""
     from zhisuan import __version__
@@ -821,7 +828,7 @@ def stage_package(
         "zhisuan_version": __version__,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model_signature": {"inputs": [s.to_dict() for s in model_in], "outputs": [s.to_dict() for s in model_out]},
-        **({"onnx": {k: v for k, v in facts.items() if k != "external_data"}} if source.format == "onnx" else {}),
+        **({"onnx": {k: v for k, v in facts.items() if k != "external_data"}} if source.format == PackageFormat.ONNX else {}),
         **user_meta,
     }
     if source.zoo_name:
@@ -868,7 +875,7 @@ def pack(
     metadata: Mapping[str, Any] | None = None,
     force: bool = False,
     zoo_defaults: bool = True,
-    progress: Callable[[str], None] = lambda _: None,
+    progress: Progress = no_progress,
 ) -> Package:
     """Package ``model`` (an ONNX / OpenVINO IR file or a zoo name) into the directory ``out``.
 

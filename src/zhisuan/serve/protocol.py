@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.serve.datatypes import Datatype
 
 __all__ = [
     "DATATYPES",
@@ -48,20 +49,20 @@ __all__ = [
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 #: v2 datatype -> numpy dtype (little-endian). BF16 has no numpy type and is refused.
-DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(object),
+DATATYPES: dict[Datatype, np.dtype[Any]] = {
+    Datatype.BOOL: np.dtype(np.bool_),
+    Datatype.UINT8: np.dtype("<u1"),
+    Datatype.UINT16: np.dtype("<u2"),
+    Datatype.UINT32: np.dtype("<u4"),
+    Datatype.UINT64: np.dtype("<u8"),
+    Datatype.INT8: np.dtype("<i1"),
+    Datatype.INT16: np.dtype("<i2"),
+    Datatype.INT32: np.dtype("<i4"),
+    Datatype.INT64: np.dtype("<i8"),
+    Datatype.FP16: np.dtype("<f2"),
+    Datatype.FP32: np.dtype("<f4"),
+    Datatype.FP64: np.dtype("<f8"),
+    Datatype.BYTES: np.dtype(object),
 }
 _BY_KIND = {(dt.kind, dt.itemsize): name for name, dt in DATATYPES.items() if dt.kind != "O"}
 # numpy array kinds a JSON list may decode to, per target kind: ints never silently become floats
@@ -118,11 +119,11 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def datatype_of(dtype: np.dtype[Any] | str) -> str:
-    """The v2 datatype name of a numpy dtype (``float32`` -> ``FP32``, ``object`` -> ``BYTES``)."""
+def datatype_of(dtype: np.dtype[Any] | str) -> Datatype:
+    """The v2 datatype of a numpy dtype (``float32`` -> ``FP32``, ``object`` -> ``BYTES``)."""
     dt = np.dtype(dtype)
     if dt.kind in "OSU":
-        return "BYTES"
+        return Datatype.BYTES
     name = _BY_KIND.get((dt.kind, dt.itemsize))
     if name is None:
         raise UserError(f"numpy dtype {dt} has no Open Inference Protocol datatype")
@@ -143,7 +144,7 @@ class InferRequest:
 
     id: str | None
     inputs: dict[str, np.ndarray]
-    datatypes: dict[str, str]
+    datatypes: dict[str, Datatype]
     outputs: tuple[RequestedOutput, ...]  # empty: every output
     binary_output: bool  # the request-level ``binary_data_output`` parameter
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -193,7 +194,7 @@ def decode_infer_request(
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise bad_request("'inputs' must be a non-empty list of tensors")
     inputs: dict[str, np.ndarray] = {}
-    datatypes: dict[str, str] = {}
+    datatypes: dict[str, Datatype] = {}
     offset = 0
     for i, tensor in enumerate(raw_inputs):
         name, datatype, shape, params = _tensor_header(tensor, f"inputs[{i}]")
@@ -239,7 +240,7 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _tensor_header(tensor: Any, where: str) -> tuple[str, str, tuple[int, ...], dict[str, Any]]:
+def _tensor_header(tensor: Any, where: str) -> tuple[str, Datatype, tuple[int, ...], dict[str, Any]]:
     if not isinstance(tensor, dict):
         raise bad_request(f"{where} must be a JSON object")
     name = tensor.get("name")
@@ -257,16 +258,16 @@ def _tensor_header(tensor: Any, where: str) -> tuple[str, str, tuple[int, ...], 
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise bad_request(f"input {name!r} needs 'shape': a list of non-negative integers")
-    return name, datatype, tuple(shape), _parameters(tensor.get("parameters"), f"input {name!r}")
+    return name, Datatype(datatype), tuple(shape), _parameters(tensor.get("parameters"), f"input {name!r}")
 
 
 def _count(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def _from_binary(buf: memoryview, name: str, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+def _from_binary(buf: memoryview, name: str, datatype: Datatype, shape: tuple[int, ...]) -> np.ndarray:
     count = _count(shape)
-    if datatype == "BYTES":
+    if datatype is Datatype.BYTES:
         return decode_bytes_tensor(buf, count, name=name).reshape(shape)
     dtype = DATATYPES[datatype]
     if len(buf) != count * dtype.itemsize:
@@ -277,7 +278,7 @@ def _from_binary(buf: memoryview, name: str, datatype: str, shape: tuple[int, ..
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
-def _from_json(data: Any, name: str, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+def _from_json(data: Any, name: str, datatype: Datatype, shape: tuple[int, ...]) -> np.ndarray:
     if not isinstance(data, list):
         data = [data]  # a lone scalar for a one-element tensor
     count = _count(shape)
@@ -294,7 +295,7 @@ def _from_json(data: Any, name: str, datatype: str, shape: tuple[int, ...]) -> n
         return np.zeros(shape, dtype=target)
     if arr.dtype.kind not in _JSON_KINDS[target.kind]:
         raise bad_request(f"input {name!r}: 'data' holds {_kind_name(arr.dtype)}, not {datatype}")
-    if datatype == "BYTES":
+    if datatype is Datatype.BYTES:
         flat = np.empty(count, dtype=object)
         for i, item in enumerate(arr.reshape(-1).tolist()):
             flat[i] = item.encode() if isinstance(item, str) else item
@@ -402,7 +403,7 @@ def encode_infer_response(
         datatype = datatype_of(arr.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
-            if datatype == "BYTES":
+            if datatype is Datatype.BYTES:
                 blob: bytes | memoryview = encode_bytes_tensor(arr)
             else:
                 le = arr if arr.dtype.byteorder != ">" else arr.astype(arr.dtype.newbyteorder("<"))

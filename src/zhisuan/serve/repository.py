@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.serve.package import (
     MANIFEST,
     Package,
@@ -150,7 +151,7 @@ class Repository:
             else:
                 source = manifest.metadata.get("source", {})
                 entry.update({
-                    "format": manifest.format,
+                    "format": str(manifest.format),
                     "runtime": manifest.runtime,
                     "inputs": [s.to_dict() for s in manifest.inputs],
                     "outputs": [s.to_dict() for s in manifest.outputs],
@@ -175,13 +176,14 @@ class Repository:
         name: str,
         version: int | None = None,
         force: bool = False,
+        progress: Progress = no_progress,
         **pack_options: Any,
     ) -> Package:
         """Package ``model`` as ``name`` at ``version`` (the next free one when None), atomically.
 
         ``pack_options`` are those of :func:`zhisuan.serve.package.pack` (``runtime``,
-        ``batching``, ``preprocess``, ``postprocess``, ``metadata``, ``zoo_defaults``,
-        ``progress``). An existing version is replaced only with ``force``.
+        ``batching``, ``preprocess``, ``postprocess``, ``metadata``, ``zoo_defaults``).
+        ``progress`` is told what is being done. An existing version is replaced only with ``force``.
         """
         _check_name(name)
         if version is not None:
@@ -189,13 +191,15 @@ class Repository:
             if not force and version in self.versions(name):
                 raise UserError(f"{name} version {version} already exists in {self.root}; use --force to replace it")
         zoo_defaults = pack_options.pop("zoo_defaults", True)
-        unknown = sorted(set(pack_options) - {"runtime", "batching", "preprocess", "postprocess", "metadata", "progress"})
+        unknown = sorted(set(pack_options) - {"runtime", "batching", "preprocess", "postprocess", "metadata"})
         if unknown:
             raise TypeError(f"Repository.add() got unexpected options {unknown}")
         staging = self._new_dir("tmp")
         try:
             # The slow part (export, copy, hash) runs outside the lock; the version is taken under it.
-            staged = stage_package(model, staging, name=name, zoo_defaults_enabled=zoo_defaults, **pack_options)
+            staged = stage_package(
+                model, staging, name=name, zoo_defaults_enabled=zoo_defaults, progress=progress, **pack_options
+            )
             with self._locked():
                 existing = self.versions(name)
                 chosen = version if version is not None else (existing[-1] + 1 if existing else 1)

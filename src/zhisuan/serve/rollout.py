@@ -20,26 +20,47 @@ True
 from __future__ import annotations
 
 import bisect
+import enum
 import hashlib
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
-__all__ = ["Rollout", "RolloutClient", "RolloutEvent", "RolloutPolicy", "parse_weights", "with_policy_overrides"]
+__all__ = [
+    "Rollout",
+    "RolloutAction",
+    "RolloutClient",
+    "RolloutEvent",
+    "RolloutPolicy",
+    "parse_weights",
+    "with_policy_overrides",
+]
 
 MAX_EVENTS = 200
 
 
+class RolloutAction(enum.StrEnum):
+    """What changed the weights (the ``action`` of a :class:`RolloutEvent`)."""
+
+    SET = "set"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    AUTO_ROLLBACK = "auto-rollback"
+    VERSIONS = "versions"  # versions were loaded or unloaded
+    RESTORE = "restore"  # the saved state was applied at start-up
+
+
 @dataclass(frozen=True)
-class RolloutPolicy:
+class RolloutPolicy(Record):
     """When a canary is rolled back automatically. ``None`` thresholds are not checked."""
 
     max_error_rate: float | None = None  # server errors (5xx) / requests, 0-1
@@ -61,17 +82,9 @@ class RolloutPolicy:
     def automatic(self) -> bool:
         return self.max_error_rate is not None or self.max_p99_ms is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_error_rate": self.max_error_rate,
-            "max_p99_ms": self.max_p99_ms,
-            "window_s": self.window_s,
-            "min_requests": self.min_requests,
-        }
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutPolicy:
-        known = {"max_error_rate", "max_p99_ms", "window_s", "min_requests"}
+        known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise UserError(f"unknown rollout policy field(s): {', '.join(sorted(unknown))}")
@@ -87,21 +100,21 @@ class RolloutPolicy:
 
 
 @dataclass(frozen=True)
-class RolloutEvent:
+class RolloutEvent(Record):
     """One change of weights: who or what made it, and why."""
 
     ts: float  # unix time
-    action: str  # "set", "promote", "rollback", "auto-rollback", "load", "unload"
+    action: RolloutAction
     weights: dict[int, float]
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields, with the UTC ``time`` after ``ts`` and the versions as JSON keys (strings)."""
         return {
             "ts": self.ts,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.ts)),
-            "action": self.action,
+            **super().to_dict(),
             "weights": {str(v): w for v, w in self.weights.items()},
-            "reason": self.reason,
         }
 
 
@@ -232,7 +245,7 @@ class Rollout:
                 versions.append(v)
         self._table = ([c / total for c in cumulative], versions)
 
-    def _event(self, action: str, reason: str) -> None:
+    def _event(self, action: RolloutAction, reason: str) -> None:
         self._events.append(RolloutEvent(self._wall(), action, dict(self._weights), reason))
 
     def _check_versions(self, versions: Iterable[int]) -> None:
@@ -259,7 +272,7 @@ class Rollout:
                 self.policy = policy
             for window in self._windows.values():  # judge the new split on fresh data only
                 window.events.clear()
-            self._event("set", reason)
+            self._event(RolloutAction.SET, reason)
 
     def set_policy(self, policy: RolloutPolicy) -> None:
         with self._lock:
@@ -272,14 +285,16 @@ class Rollout:
             self._weights = {version: 100.0}
             self._stable = dict(self._weights)
             self._rebuild()
-            self._event("promote", reason)
+            self._event(RolloutAction.PROMOTE, reason)
 
-    def rollback(self, *, reason: str = "rolled back by operator", action: str = "rollback") -> None:
+    def rollback(
+        self, *, reason: str = "rolled back by operator", action: RolloutAction = RolloutAction.ROLLBACK
+    ) -> None:
         """Return to the stable weights."""
         with self._lock:
-            self._rollback_locked(reason, action)
+            self._rollback_locked(reason, RolloutAction(action))
 
-    def _rollback_locked(self, reason: str, action: str) -> None:
+    def _rollback_locked(self, reason: str, action: RolloutAction) -> None:
         self._weights = dict(self._stable)
         self._rebuild()
         for window in self._windows.values():
@@ -301,7 +316,7 @@ class Rollout:
             if sum(self._weights.values()) <= 0:
                 self._weights = latest
             self._rebuild()
-            self._event("versions", reason)
+            self._event(RolloutAction.VERSIONS, reason)
 
     # requests --------------------------------------------------------------------------------
     def choose(self, sticky_key: str | None = None) -> int:
@@ -341,7 +356,7 @@ class Rollout:
             self._rollback_locked(
                 f"canary version {version}: {' and '.join(reasons)} over the last "
                 f"{stats['requests']} requests ({policy.window_s:g} s window)",
-                "auto-rollback",
+                RolloutAction.AUTO_ROLLBACK,
             )
             return self._events[-1]
 
@@ -394,7 +409,7 @@ class Rollout:
                 self._stable = stable
             self.policy = policy
             self._rebuild()
-            self._event("restore", "restored from the saved rollout state")
+            self._event(RolloutAction.RESTORE, "restored from the saved rollout state")
 
 
 

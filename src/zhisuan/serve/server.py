@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from zhisuan import __version__
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.serve.config import ServerConfig
 from zhisuan.serve.executor import ExecutorFactory, make_executor
 from zhisuan.serve.hub import LoadedVersion, ModelHub
@@ -110,7 +111,7 @@ def run_server(
     config: ServerConfig,
     *,
     on_ready: Callable[[ModelHub, str], None] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = no_progress,
     log_level: str = "warning",
     executor_factory: ExecutorFactory = make_executor,
 ) -> None:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import numpy as np
 
 from zhisuan.errors import UserError
-from zhisuan.serve.datatypes import FLOAT_TYPES, NUMERIC_TYPES, numpy_dtype, v2_datatype
+from zhisuan.serve.datatypes import FLOAT_TYPES, NUMERIC_TYPES, Datatype, numpy_dtype, v2_datatype
 
 __all__ = ["BOTH", "REGISTRY", "SOURCE_KEY", "Op", "Sig", "Stage", "Step", "TensorOp", "register"]
 
@@ -33,7 +33,7 @@ SOURCE_KEY: dict[Stage, str] = {"preprocess": "input", "postprocess": "output"}
 class Sig:
     """A tensor signature as processing sees it: v2 datatype and shape (-1 for a dynamic dim)."""
 
-    datatype: str
+    datatype: Datatype
     shape: tuple[int, ...]
 
 
@@ -186,7 +186,7 @@ def integer(value: Any, what: str) -> int:
     return value
 
 
-def datatype(value: Any, what: str) -> str:
+def datatype(value: Any, what: str) -> Datatype:
     if not isinstance(value, str):
         raise UserError(f"{what} must be a datatype name such as 'float32' or 'FP32', got {value!r}")
     try:
@@ -195,9 +195,9 @@ def datatype(value: Any, what: str) -> str:
         raise UserError(f"{what}: {exc}") from None
 
 
-def float_dtype(value: Any, what: str) -> str:
+def float_dtype(value: Any, what: str) -> Datatype:
     result = datatype(value, what)
-    if result not in FLOAT_TYPES or result == "BF16":
+    if result not in FLOAT_TYPES or result is Datatype.BF16:
         raise UserError(f"{what} must be a float type (float16, float32, float64), got {value!r}")
     return result
 
@@ -216,14 +216,14 @@ def at_least_one_axis(step: Step, sig: Sig) -> int:
     return len(sig.shape)
 
 
-def float_result(datatype_: str, asked: str | None) -> str:
+def float_result(datatype_: Datatype, asked: Datatype | None) -> Datatype:
     """Arithmetic keeps a float input's type and turns an integer input into FP32 (or ``dtype``)."""
     if asked is not None:
         return asked
-    return datatype_ if datatype_ in FLOAT_TYPES else "FP32"
+    return datatype_ if datatype_ in FLOAT_TYPES else Datatype.FP32
 
 
-def asked_float(step: Step) -> str | None:
+def asked_float(step: Step) -> Datatype | None:
     """The float type a step's optional ``dtype`` asks for (None: none asked)."""
     return float_dtype(step.params["dtype"], f"{step.where}: 'dtype'") if "dtype" in step.params else None
 

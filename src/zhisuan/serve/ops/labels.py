@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from zhisuan.errors import UserError
-from zhisuan.serve.datatypes import INT_TYPES
+from zhisuan.serve.datatypes import INT_TYPES, Datatype
 from zhisuan.serve.ops.base import Sig, Step, TensorOp, register
 
 
@@ -29,7 +29,7 @@ class Labels(TensorOp):
             raise UserError(f"{step.where}: labels maps integer class ids; {step.source!r} is {sig.datatype} "
                             "(use argmax or topk first)")
         read_labels(step, base)
-        return {step.target: Sig("BYTES", sig.shape)}
+        return {step.target: Sig(Datatype.BYTES, sig.shape)}
 
     def compute(self, step: Step, x: np.ndarray, *, labels: Sequence[str] | None) -> dict[str, np.ndarray]:
         names = step.params.get("labels") or labels

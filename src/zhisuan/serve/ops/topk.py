@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.serve.datatypes import Datatype
 from zhisuan.serve.ops.base import Sig, Step, TensorOp, at_least_one_axis, axis, integer, register
 
 
@@ -29,7 +30,7 @@ class TopK(TensorOp):
         if not isinstance(indices, str) or not indices or indices == target:
             raise UserError(f"{where}: 'indices_as' must be a tensor name other than {target!r}")
         shape = tuple(k if i == along else d for i, d in enumerate(sig.shape))
-        return {target: Sig(sig.datatype, shape), indices: Sig("INT64", shape)}
+        return {target: Sig(sig.datatype, shape), indices: Sig(Datatype.INT64, shape)}
 
     def compute(self, step: Step, x: np.ndarray, *, labels: Sequence[str] | None) -> dict[str, np.ndarray]:
         along = step.params.get("axis", -1) % x.ndim
