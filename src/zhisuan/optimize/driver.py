@@ -14,7 +14,15 @@ import numpy as np
 from zhisuan.errors import UserError
 from zhisuan.graph import index
 from zhisuan.graph.namemap import NameMap, read_name_map, write_name_map
-from zhisuan.optimize.registry import TARGETS, PassContext, PassInfo, PassOutcome, default_pipeline, get_pass
+from zhisuan.optimize.registry import (
+    TARGETS,
+    PassContext,
+    PassInfo,
+    PassOutcome,
+    Target,
+    default_pipeline,
+    get_pass,
+)
 from zhisuan.results import Record, plain
 
 if TYPE_CHECKING:
@@ -112,7 +120,7 @@ class OptimizeResult:
     bytes_before: int
     bytes_after: int
     rounds: int
-    target: str
+    target: Target
     op_counts_before: dict[str, int]
     op_counts_after: dict[str, int]
     requires: list[str]  # non-standard operator domains the result needs, e.g. com.microsoft
@@ -144,7 +152,8 @@ def _requires(model: Any) -> list[str]:
     return sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
 
 
-def _resolve_pipeline(passes: Sequence[str] | None, opset: int | None, target: str) -> tuple[list[PassInfo], list[PassReport]]:
+def _resolve_pipeline(passes: Sequence[str] | None, opset: int | None,
+                      target: Target) -> tuple[list[PassInfo], list[PassReport]]:
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
     names = list(default_pipeline(target) if passes is None else passes)
@@ -213,7 +222,7 @@ def optimize_model(
     feeds: list[dict[str, np.ndarray]] | None = None,
     rtol: float = 1e-3,
     atol: float = 1e-4,
-    target: str = "onnxruntime",
+    target: Target = "onnxruntime",
     max_rounds: int = MAX_ROUNDS,
     source_sha256: str | None = None,
 ) -> OptimizeResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from zhisuan.errors import UserError
 from zhisuan.results import Record
@@ -44,7 +44,8 @@ DEFAULT_DYNAMIC_OPS = ("MatMul", "Gemm")
 
 #: Backends the quantized model is scored, timed and chosen on. The model is QDQ either way:
 #: OpenVINO reads QuantizeLinear/DequantizeLinear as FakeQuantize and runs its own int8 kernels.
-BACKENDS = ("onnxruntime", "openvino")
+Backend = Literal["onnxruntime", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("onnxruntime", "openvino")
 
 
 class MetricKind(StrEnum):
@@ -115,7 +116,7 @@ class QuantizeConfig(Record):
     op_types: tuple[str, ...] | None = None
     nodes_to_exclude: tuple[str, ...] = ()
     percentile: float = 99.999
-    backend: str = "onnxruntime"
+    backend: Backend = "onnxruntime"
     intra_op_threads: int = 2
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
