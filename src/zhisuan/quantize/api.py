@@ -436,8 +436,8 @@ def quantize_model(
             max_drop_pct=budget, meets_budget=budget is None or drop <= budget + 1e-9,
             quantized_nodes=quantized, float_layers=track.float_layers if track and chosen != "fp32" else (),
             sensitivity=track.sensitivity if track else None, search=track.search if track else None,
-            latency=latency, float_size_bytes=os.path.getsize(job.float_path), quantized_size_bytes=os.path.getsize(out),
-            name_map_entries=len(name_map.mapping), policy=policy,
+            latency=latency, float_size_bytes=os.path.getsize(job.float_path),
+            quantized_size_bytes=os.path.getsize(out), name_map_entries=len(name_map.mapping), policy=policy,
             selection=track.selection if track and chosen != "fp32" else None, warnings=tuple(warnings),
             duration_s=round(time.monotonic() - start, 3),
         )

@@ -97,9 +97,9 @@ class QuantizeConfig(Record):
 
     ``mode``: ``auto`` (default: the fastest of static INT8, dynamic INT8 and the float model that
     meets the budget, see :func:`zhisuan.quantize.policy.choose`), ``int8``, ``int8-dynamic``,
-    ``fp16``, ``bf16``. ``metric`` (a :class:`Metric`, given as its text): ``cosine`` (mean cosine of every output with the float model's),
-    ``top1`` (argmax agreement over the last axis, per position for sequences) or ``zoo:NAME`` (the
-    zoo entry's task metric). ``max_drop_pct``: tolerated drop of that metric, relative to the float
+    ``fp16``, ``bf16``. ``metric`` (a :class:`Metric`, given as its text): ``cosine`` (mean cosine
+    of every output with the float model's), ``top1`` (argmax agreement over the last axis, per
+    position for sequences) or ``zoo:NAME`` (the zoo entry's task metric). ``max_drop_pct``: tolerated drop of that metric, relative to the float
     model, in percent; with it the budgeted search runs (``auto`` has a default budget, see
     :attr:`budget_pct`). ``per_channel`` None: per channel. ``op_types``: quantize exactly the nodes of
     these types instead of the integer-island policy. ``backend``: where candidates are scored and

@@ -69,8 +69,11 @@ def float_layers(nodes: Sequence[str], ranked: Sequence[LayerSensitivity],
     rows = []
     for node in nodes:
         s = gains.get(node)
-        rows.append(FloatLayer(node, s.op_type if s else None, s.gain_pct if s else None, s.rank if s else None,
-                               reasons.get(node, KEPT_BY_BEST)))
+        reason = reasons.get(node, KEPT_BY_BEST)
+        if s is None:
+            rows.append(FloatLayer(node, None, None, None, reason))
+        else:
+            rows.append(FloatLayer(node, s.op_type, s.gain_pct, s.rank, reason))
     return tuple(rows)
 
 
@@ -125,7 +128,8 @@ class Explorer:
         self.build(path, sorted(key))
         value = self.score(path)
         drop = drop_pct(self.reference, value, self.higher_is_better)
-        cand = Candidate(tuple(sorted(key)), value, drop, self.meets(drop), round(time.monotonic() - start, 3))
+        seconds = round(time.monotonic() - start, 3)
+        cand = Candidate(tuple(sorted(key)), value, drop, self.meets(drop), seconds)
         self._cache[key] = cand
         self.history.append(cand)
         if self.best is None or _better(cand, self.best):
@@ -229,6 +233,7 @@ def budget_search(explorer: Explorer, ranked: Sequence[LayerSensitivity], base: 
     return SearchOutcome(_describe(explorer, ranked, reasons), stopped, len(explorer.history))
 
 
-def _describe(explorer: Explorer, ranked: Sequence[LayerSensitivity], reasons: dict[str, str]) -> tuple[FloatLayer, ...]:
+def _describe(explorer: Explorer, ranked: Sequence[LayerSensitivity],
+              reasons: dict[str, str]) -> tuple[FloatLayer, ...]:
     best = explorer.best
     return float_layers(best.float_nodes if best else (), ranked, reasons)
