@@ -117,7 +117,7 @@ def test_verification_uses_given_feeds_and_tolerance():
     model = make_model([helper.make_node("Mul", ["x", "w"], ["y"])], [f32("x", [2])], [f32("y", [2])], [w])
     feeds = [{"x": np.array([1.0, -3.0], np.float32)}, {"x": np.array([0.5, 7.0], np.float32)}]
     result = optimize_model(model, ["eliminate-dead"], feeds=feeds)
-    assert result.verification["batches"] == 2 and result.verification["worst"]["max_abs_error"] == 0.0
+    assert result.verification.batches == 2 and result.verification.worst.max_abs_error == 0.0
 
 
 def test_user_errors():

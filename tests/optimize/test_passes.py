@@ -48,7 +48,7 @@ def test_constant_weight_model_gets_conv_bn_folded(rng, same_outputs):
     result = optimize_model(model)
     out = result.model
     assert ops(out) == ["Conv", "Relu"]
-    assert result.verification["passed"]
+    assert result.verification.passed
     same_outputs(model, out, {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)})
 
 

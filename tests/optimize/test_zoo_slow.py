@@ -21,5 +21,5 @@ def test_ppocr_cls_gets_smaller_with_same_outputs():
     ops = {n.op_type for n in out.graph.node}
     assert "Constant" not in ops and "BatchNormalization" not in ops
     assert result.nodes_after < result.nodes_before / 2
-    assert result.verification["passed"] and result.verification["worst"]["max_abs_error"] < 1e-4
+    assert result.verification.passed and result.verification.worst.max_abs_error < 1e-4
     assert result.name_map.get(model.graph.output[0].name) == out.graph.output[0].name

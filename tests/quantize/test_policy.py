@@ -127,8 +127,8 @@ def test_static_int8_runs_the_mobile_block_as_one_integer_chain(tmp_path: Path) 
     out = tmp_path / "q.onnx"
     result = quantize_model(src, out, config=QuantizeConfig(mode="int8", metric="cosine"), random=8,
                             measure_latency=False)
-    assert result.preprocessing["changes"]["fold-pad-into-conv"] == {"pads_folded": 1}
-    assert result.selection["op_counts"]["Clip"] == 1 and result.selection["compute_nodes"] == 3
+    assert result.preprocessing.changes["fold-pad-into-conv"] == {"pads_folded": 1}
+    assert result.selection.op_counts["Clip"] == 1 and len(result.selection.compute) == 3
     qmodel = onnx.load(str(out))
     ops = [n.op_type for n in qmodel.graph.node]
     assert "Pad" not in ops
@@ -192,9 +192,10 @@ def test_choose_the_fastest_within_budget_else_float() -> None:
 
 
 def _fake_latency(speed: dict[str, float]):
-    def latency(paths: dict[str, Path], feed: dict, **_: object) -> dict[str, dict[str, float]]:
-        return {k: {"median_ms": speed.get(k, 10.0), "p10_ms": speed.get(k, 10.0), "p90_ms": speed.get(k, 10.0),
-                    "runs": 1} for k in paths}
+    from zhisuan.quantize.metrics import Timing
+
+    def latency(paths: dict[str, Path], feed: dict, **_: object) -> dict[str, Timing]:
+        return {k: Timing(speed.get(k, 10.0), speed.get(k, 10.0), speed.get(k, 10.0), 1) for k in paths}
 
     return latency
 
@@ -210,14 +211,14 @@ def test_auto_writes_the_choice_and_says_why(tmp_path: Path, monkeypatch: pytest
     out = tmp_path / "auto.onnx"
     result = quantize_model(src, out, random=8)
     assert result.mode == "auto" and result.chosen == expect
-    assert [c["name"] for c in result.policy["contenders"]] == ["fp32", "int8", "int8-dynamic"]
+    assert [c.name for c in result.policy.contenders] == ["fp32", "int8", "int8-dynamic"]
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     if expect == "int8":
-        assert "QuantizeLinear" in ops and result.latency["speedup"] == pytest.approx(2.5)
-        assert result.warnings == [w for w in result.warnings if "float model" not in w]
+        assert "QuantizeLinear" in ops and result.latency.speedup == pytest.approx(2.5)
+        assert not any("float model" in w for w in result.warnings)
     else:
         assert "QuantizeLinear" not in ops and result.quantized_nodes == 0 and result.drop_pct == 0
-        assert "int8: x0.67 the float speed" in result.policy["reason"]
+        assert "int8: x0.67 the float speed" in result.policy.reason
         assert any("is the float model" in w for w in result.warnings)
     x = np.random.default_rng(5).standard_normal((2, 3, 16, 16)).astype(np.float32)
     assert _run(out, x).shape == (2, 5)
@@ -279,7 +280,7 @@ def test_openvino_backend_scores_and_times_on_openvino(tmp_path: Path) -> None:
     src = _mobile_block(tmp_path / "m.onnx")
     out = tmp_path / "ov.onnx"
     result = quantize_model(src, out, config=QuantizeConfig(mode="int8", backend="openvino"), random=8)
-    assert result.backend == "openvino" and result.latency["backend"] == "openvino"
+    assert result.backend == "openvino" and result.latency.backend == "openvino"
     assert result.quantized_value > 0.99
     from zhisuan.runtime import load_runtime
 

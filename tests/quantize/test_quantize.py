@@ -88,8 +88,8 @@ def test_constant_weights_on_opset11_are_quantized_per_channel_and_run(tmp_path:
                             measure_latency=False)
     model = onnx.load(str(out))
     # opset raised before per-channel QDQ, and recorded
-    assert result.preprocessing["opset_before"] == 11 and result.preprocessing["opset_after"] >= 13
-    assert "constants-to-initializers" in result.preprocessing["changes"]
+    assert result.preprocessing.opset_before == 11 and result.preprocessing.opset_after >= 13
+    assert "constants-to-initializers" in result.preprocessing.changes
     # the Constant weights became int8 initializers with per-channel DequantizeLinear (axis, 8 scales)
     int8 = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8}
     assert {w.shape for w in int8.values() if w.ndim == 4} == {(8, 3, 3, 3), (4, 8, 3, 3)}
@@ -100,7 +100,7 @@ def test_constant_weights_on_opset11_are_quantized_per_channel_and_run(tmp_path:
     ref, got = _run(src, x), _run(out, x)  # ORT loads it (axis on opset >= 13)
     assert _cos(ref, got) > 0.995
     assert not np.array_equal(ref, got)  # really quantized, not a float copy
-    assert result.quantized_nodes == 2 and result.float_layers == []
+    assert result.quantized_nodes == 2 and result.float_layers == ()
     assert any("random" in w for w in result.warnings)
 
 
@@ -169,8 +169,8 @@ def test_budgeted_search_keeps_only_the_outlier_layer_in_float(tmp_path: Path) -
     result = quantize_model(src, out, config=QuantizeConfig(mode="int8", per_channel=False, max_drop_pct=1.0),
                             random=32, measure_latency=False)
     assert result.meets_budget and result.drop_pct <= 1.0
-    assert [f["node"] for f in result.float_layers] == ["fc2"]
-    assert result.float_layers[0]["sensitivity_rank"] == 1 and result.float_layers[0]["reason"]
+    assert [f.node for f in result.float_layers] == ["fc2"]
+    assert result.float_layers[0].sensitivity_rank == 1 and result.float_layers[0].reason
     model = onnx.load(str(out))
     # fc2 stays a float MatMul reading the float weight; the others read dequantized int8 weights
     fc2 = next(n for n in model.graph.node if n.name == "fc2")
@@ -185,8 +185,8 @@ def test_zero_time_budget_still_writes_the_best_model(tmp_path: Path) -> None:
     out = tmp_path / "mlp-budget0.onnx"
     config = QuantizeConfig(mode="int8", per_channel=False, max_drop_pct=1.0, time_budget_s=0)
     result = quantize_model(src, out, config=config, random=2, measure_latency=False)
-    assert out.is_file() and result.search["stopped"] == "time budget"
-    assert result.search["candidates"] == 1 and not result.meets_budget  # only the all-INT8 baseline
+    assert out.is_file() and result.search.stopped == "time budget"
+    assert result.search.candidates == 1 and not result.meets_budget  # only the all-INT8 baseline
     assert read_name_map(onnx.load(str(out))) is not None
     _run(out, np.zeros((1, 16), np.float32))
 
@@ -209,7 +209,7 @@ def test_interrupt_keeps_the_best_model_found(tmp_path: Path, monkeypatch: pytes
     result = quantize_model(src, out, config=QuantizeConfig(mode="int8", per_channel=False, max_drop_pct=1.0),
                             random=2, measure_latency=False)
     assert result.interrupted and out.is_file()
-    assert result.search["candidates"] == 2
+    assert result.search.candidates == 2
 
 
 def test_name_map_points_at_dequantized_values_and_composes(tmp_path: Path) -> None:
@@ -252,8 +252,8 @@ def test_calibration_from_npz_directory(tmp_path: Path) -> None:
     for i in range(3):
         np.savez(data / f"{i}.npz", x=rng.standard_normal((4, 16)).astype(np.float32))
     result = quantize_model(src, tmp_path / "q.onnx", data=data, measure_latency=False)
-    assert result.calibration["source"].startswith("npz:") and result.calibration["samples"] == 12
-    assert result.calibration["warning"] is None and result.drop_pct < 1.0
+    assert result.calibration.source.startswith("npz:") and result.calibration.samples == 12
+    assert result.calibration.warning is None and result.drop_pct < 1.0
 
 
 def test_cli_json_and_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

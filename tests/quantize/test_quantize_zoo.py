@@ -24,10 +24,10 @@ def test_ppocr_cls_int8_with_zoo_metric_budget(tmp_path: Path) -> None:
     out = tmp_path / "cls-int8.onnx"
     config = QuantizeConfig(mode="int8", metric="zoo:ppocr-cls", max_drop_pct=2.0, time_budget_s=20)
     result = quantize_model("ppocr-cls", out, config=config, measure_latency=False)
-    assert result.calibration["source"] == "zoo:ppocr-cls" and result.calibration["warning"] is None
-    assert result.preprocessing["opset_before"] == 11 and result.preprocessing["opset_after"] == 13
-    all_int8 = result.search["history"][0]
-    assert all_int8["float_nodes"] == [] and result.drop_pct <= all_int8["drop_pct"]  # never worse than plain INT8
+    assert result.calibration.source == "zoo:ppocr-cls" and result.calibration.warning is None
+    assert result.preprocessing.opset_before == 11 and result.preprocessing.opset_after == 13
+    all_int8 = result.search.history[0]
+    assert all_int8.float_nodes == () and result.drop_pct <= all_int8.drop_pct  # never worse than plain INT8
     assert result.meets_budget == (result.drop_pct <= 2.0)
     # the written file scores what the result says, through the zoo's own evaluator
     assert zoo.evaluate("ppocr-cls", model=out).value == pytest.approx(result.quantized_value)
@@ -51,12 +51,12 @@ def test_efficientnet_int8_is_one_integer_chain_and_keeps_its_outputs(tmp_path: 
         pytest.skip(f"efficientnet-lite0 weights not installed: {exc}")
     out = tmp_path / "eff-int8.onnx"
     result = quantize_model("efficientnet-lite0", out, config=QuantizeConfig(mode="int8"), measure_latency=False)
-    assert result.preprocessing["changes"]["fold-pad-into-conv"] == {"pads_folded": 17}
-    assert result.selection["op_counts"] == {"Add": 9, "Clip": 33, "Conv": 49, "Gemm": 1, "GlobalAveragePool": 1,
+    assert result.preprocessing.changes["fold-pad-into-conv"] == {"pads_folded": 17}
+    assert result.selection.op_counts == {"Add": 9, "Clip": 33, "Conv": 49, "Gemm": 1, "GlobalAveragePool": 1,
                                              "Reshape": 1}
     # mean output cosine on held-out photos: > 0.97 with 8-bit weights (VNNI CPUs, Arm); 0.905 measured
     # with the 7-bit weights used on x86 CPUs without VNNI (8-bit ones saturate there: cosine 0.795)
-    assert result.quantized_value > (0.88 if result.config["reduce_range"] else 0.97)
+    assert result.quantized_value > (0.88 if result.config.weights_7bit else 0.97)
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert "Pad" not in ops and ops.count("Clip") == 33  # ReLU6 nodes kept; ORT fuses them at load
     assert zoo.evaluate("efficientnet-lite0", model=out).value >= zoo.evaluate("efficientnet-lite0").value - 0.01

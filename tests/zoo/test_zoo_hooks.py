@@ -95,8 +95,8 @@ def test_calibration_uses_its_realistic_inputs(registered: ZooEntry, tmp_path: P
 
     result = quantize_model(NAME, tmp_path / "int8.onnx", config=QuantizeConfig(mode="int8"), measure_latency=False)
     assert result.calibration is not None
-    assert result.calibration["source"] == f"zoo:{NAME}" and result.calibration["warning"] is None
-    assert result.calibration["samples"] == 8 * ORDER
+    assert result.calibration.source == f"zoo:{NAME}" and result.calibration.warning is None
+    assert result.calibration.samples == 8 * ORDER
 
 
 def test_the_loadgen_accuracy_pass_scores_its_samples(registered: ZooEntry) -> None:

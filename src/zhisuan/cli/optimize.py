@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from zhisuan.cli._common import JSON_HELP, console, fmt_bytes, print_json, status
+
+if TYPE_CHECKING:
+    from zhisuan.optimize import OptimizeResult
 
 
 def optimize_cmd(
@@ -74,7 +78,7 @@ def optimize_cmd(
     _print_result(result, path, out)
 
 
-def _print_result(result, path: Path, out: Path) -> None:
+def _print_result(result: OptimizeResult, path: Path, out: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -95,9 +99,9 @@ def _print_result(result, path: Path, out: Path) -> None:
     if v is None:
         console.print("[yellow]not verified (--no-verify)[/]")
     else:
-        w = v["worst"] or {}
-        console.print(f"[green]verified[/]: outputs equal within rtol {v['rtol']:g}, atol {v['atol']:g} "
-                      f"(max abs error {w.get('max_abs_error', 0):.3g} on {v['batches']} batch(es))")
+        worst = v.worst.max_abs_error if v.worst is not None else 0
+        console.print(f"[green]verified[/]: outputs equal within rtol {v.rtol:g}, atol {v.atol:g} "
+                      f"(max abs error {worst:.3g} on {v.batches} batch(es))")
 
 
 def register(app: typer.Typer) -> None:

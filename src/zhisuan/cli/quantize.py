@@ -4,7 +4,6 @@ sensitivity; accuracy-budgeted mixed precision."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ import typer
 from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
 
 if TYPE_CHECKING:
+    from zhisuan.progress import Progress
     from zhisuan.quantize import QuantizeResult
 
 
@@ -56,12 +56,13 @@ def quantize_cmd(
 
 
 class _progress:
-    """A rich progress bar on stderr fed by the core's ``progress(description, completed, total)``."""
+    """A rich progress bar on stderr fed by the core's ``progress(text, done=, total=)`` (a message
+    alone empties the bar: its total is unknown)."""
 
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled and err_console.is_terminal
 
-    def __enter__(self) -> Callable[[str, int, int | None], None] | None:
+    def __enter__(self) -> Progress | None:
         if not self.enabled:
             return None
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -71,8 +72,8 @@ class _progress:
         self._bar.__enter__()
         self._task = self._bar.add_task("quantize", total=None)
 
-        def update(description: str, completed: int, total: int | None) -> None:
-            self._bar.update(self._task, description=description, completed=completed, total=total)
+        def update(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+            self._bar.update(self._task, description=text, completed=done or 0, total=total)
 
         return update
 
@@ -92,28 +93,28 @@ def _print(result: QuantizeResult) -> None:
     )
     if result.latency:
         lat = result.latency
-        shapes = [f"{k} {v}" for k, v in lat["batch"].items()]
+        shapes = [f"{k} {v}" for k, v in lat.batch.items()]
         shown_shapes = ", ".join(shapes[:3]) + (f" +{len(shapes) - 3} more" if len(shapes) > 3 else "")
-        console.print(f"  latency {lat['quantized']['median_ms']:.2f} ms vs float {lat['float']['median_ms']:.2f} ms "
-                      f"(x{lat['speedup']:.2f}, {lat['backend']}, {lat['threads']} threads; {escape(shown_shapes)})")
+        console.print(f"  latency {lat.quantized.median_ms:.2f} ms vs float {lat.float_.median_ms:.2f} ms "
+                      f"(x{lat.speedup:.2f}, {lat.backend}, {lat.threads} threads; {escape(shown_shapes)})")
     if result.policy:
-        for c in result.policy["contenders"]:
-            console.print(f"  {c['name']:>13}: {c['value']:.4f} (drop {c['drop_pct']:.2f} %), {c['median_ms']:.2f} ms"
-                          + (f", {c['float_layers']} layers in float" if c["float_layers"] else ""))
-        console.print(f"  chose {result.policy['chosen']}: {escape(result.policy['reason'])}")
+        for c in result.policy.contenders:
+            console.print(f"  {c.name:>13}: {c.value:.4f} (drop {c.drop_pct:.2f} %), {c.median_ms:.2f} ms"
+                          + (f", {c.float_layers} layers in float" if c.float_layers else ""))
+        console.print(f"  chose {result.policy.chosen}: {escape(result.policy.reason)}")
     prep = result.preprocessing
-    if prep["opset_before"] != prep["opset_after"]:
-        console.print(f"  opset {prep['opset_before']} -> {prep['opset_after']} before quantizing")
+    if prep.opset_before != prep.opset_after:
+        console.print(f"  opset {prep.opset_before} -> {prep.opset_after} before quantizing")
     for layer in result.float_layers:
-        gain = layer.get("sensitivity_gain_pct")
-        console.print(f"  float: {escape(layer['node'])} ({layer['op_type']}"
-                      + (f", sensitivity {gain:.3f} %" if gain is not None else "") + f") — {escape(layer['reason'])}")
+        gain = layer.sensitivity_gain_pct
+        console.print(f"  float: {escape(layer.node)} ({layer.op_type}"
+                      + (f", sensitivity {gain:.3f} %" if gain is not None else "") + f") — {escape(layer.reason)}")
     if result.search:
-        console.print(f"  search: {result.search['candidates']} candidates, stopped: {result.search['stopped']}")
+        console.print(f"  search: {result.search.candidates} candidates, stopped: {result.search.stopped}")
     if result.sensitivity:
         for row in result.sensitivity[:10]:
-            if row["gain_pct"] is not None:
-                console.print(f"  sensitivity #{row['rank']}: {escape(row['node'])} ({row['op_type']}) gain {row['gain_pct']:.3f} %")
+            if row.gain_pct is not None:
+                console.print(f"  sensitivity #{row.rank}: {escape(row.node)} ({row.op_type}) gain {row.gain_pct:.3f} %")
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
 

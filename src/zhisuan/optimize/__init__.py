@@ -5,7 +5,14 @@
 ['constants-to-initializers', 'dedup-initializers']
 """
 
-from zhisuan.optimize.driver import OptimizeResult, PassReport, optimize_model, verify_outputs
+from zhisuan.optimize.driver import (
+    OptimizeResult,
+    OutputCheck,
+    PassReport,
+    Verification,
+    optimize_model,
+    verify_outputs,
+)
 from zhisuan.optimize.registry import (
     DEFAULT_PIPELINE,
     PassContext,
@@ -20,10 +27,12 @@ from zhisuan.optimize.registry import (
 __all__ = [
     "DEFAULT_PIPELINE",
     "OptimizeResult",
+    "OutputCheck",
     "PassContext",
     "PassInfo",
     "PassOutcome",
     "PassReport",
+    "Verification",
     "available_passes",
     "default_pipeline",
     "optimize_model",

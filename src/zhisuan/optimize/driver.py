@@ -7,20 +7,32 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.graph import index
 from zhisuan.graph.namemap import NameMap, read_name_map, write_name_map
-from zhisuan.optimize.registry import TARGETS, PassContext, PassInfo, PassOutcome, default_pipeline, get_pass
+from zhisuan.optimize.registry import (
+    TARGETS,
+    PassContext,
+    PassInfo,
+    PassOutcome,
+    Target,
+    default_pipeline,
+    get_pass,
+)
+from zhisuan.results import Record, plain
+
+if TYPE_CHECKING:
+    from zhisuan.compare.metrics import TensorAgreement
 
 MAX_ROUNDS = 8
 
 
 @dataclass
-class PassReport:
+class PassReport(Record):
     """What one pass did over every round of the fixpoint loop."""
 
     name: str
@@ -34,12 +46,7 @@ class PassReport:
     skipped: str | None = None  # why the pass did not run (e.g. the target lacks its operators)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "changed": self.changed, "iterations": self.iterations,
-            "counts": dict(self.counts), "details": list(self.details), "notes": list(self.notes),
-            "nodes_removed": self.nodes_removed, "duration_s": round(self.duration_s, 4),
-            "skipped": self.skipped,
-        }
+        return {**super().to_dict(), "duration_s": round(self.duration_s, 4)}
 
     def _absorb(self, outcome: PassOutcome, nodes_removed: int, seconds: float) -> None:
         self.iterations += 1
@@ -54,19 +61,66 @@ class PassReport:
 
 
 @dataclass(frozen=True)
+class OutputCheck:
+    """One graph output over every verification batch: its worst batch (largest ``max_abs_error``).
+
+    ``agreement`` is None when the shapes differ (``shape_ref`` / ``shape_cand`` say how).
+    """
+
+    output: str
+    within_tolerance: bool
+    agreement: TensorAgreement | None
+    shape_ref: tuple[int, ...] | None = None
+    shape_cand: tuple[int, ...] | None = None
+
+    @property
+    def max_abs_error(self) -> float:
+        return self.agreement.max_abs_error if self.agreement is not None else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The agreement's fields (or the two shapes), then ``within_tolerance``; the output's name is
+        the key it is filed under."""
+        if self.agreement is None:
+            stats = {"max_abs_error": self.max_abs_error, "shape_ref": plain(self.shape_ref),
+                     "shape_cand": plain(self.shape_cand)}
+        else:
+            stats = self.agreement.to_dict()
+        return {**stats, "within_tolerance": self.within_tolerance}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The optimized model's outputs against the original's on ONNX Runtime: ``passed`` when every
+    element of every output is within ``atol + rtol * |reference|``. ``worst``: the failing output
+    with the largest error, else the output with the largest error (None: no outputs)."""
+
+    passed: bool
+    rtol: float
+    atol: float
+    batches: int
+    outputs: dict[str, OutputCheck]
+    worst: OutputCheck | None
+
+    def to_dict(self) -> dict[str, Any]:
+        worst = None if self.worst is None else {"output": self.worst.output, **self.worst.to_dict()}
+        return {"passed": self.passed, "rtol": self.rtol, "atol": self.atol, "batches": self.batches,
+                "outputs": plain(self.outputs), "worst": worst}
+
+
+@dataclass(frozen=True)
 class OptimizeResult:
     """The optimized model, what each pass did, the name map (source -> result) and the verification."""
 
     model: Any
     passes: list[PassReport]
     name_map: NameMap
-    verification: dict[str, Any] | None
+    verification: Verification | None  # None: not verified
     nodes_before: int
     nodes_after: int
     bytes_before: int
     bytes_after: int
     rounds: int
-    target: str
+    target: Target
     op_counts_before: dict[str, int]
     op_counts_after: dict[str, int]
     requires: list[str]  # non-standard operator domains the result needs, e.g. com.microsoft
@@ -80,8 +134,8 @@ class OptimizeResult:
             "rounds": self.rounds, "duration_s": round(self.duration_s, 3),
             "requires": list(self.requires),
             "op_counts_before": dict(self.op_counts_before), "op_counts_after": dict(self.op_counts_after),
-            "passes": [p.to_dict() for p in self.passes],
-            "verification": self.verification,
+            "passes": plain(self.passes),
+            "verification": plain(self.verification),
             "name_map_entries": len(self.name_map.mapping),
         }
 
@@ -98,7 +152,8 @@ def _requires(model: Any) -> list[str]:
     return sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
 
 
-def _resolve_pipeline(passes: Sequence[str] | None, opset: int | None, target: str) -> tuple[list[PassInfo], list[PassReport]]:
+def _resolve_pipeline(passes: Sequence[str] | None, opset: int | None,
+                      target: Target) -> tuple[list[PassInfo], list[PassReport]]:
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
     names = list(default_pipeline(target) if passes is None else passes)
@@ -167,7 +222,7 @@ def optimize_model(
     feeds: list[dict[str, np.ndarray]] | None = None,
     rtol: float = 1e-3,
     atol: float = 1e-4,
-    target: str = "onnxruntime",
+    target: Target = "onnxruntime",
     max_rounds: int = MAX_ROUNDS,
     source_sha256: str | None = None,
 ) -> OptimizeResult:
@@ -207,12 +262,13 @@ def optimize_model(
     verification = None
     if verify:
         verification = verify_outputs(model, work, feeds=feeds, rtol=rtol, atol=atol)
-        if not verification["passed"]:
-            worst = verification["worst"]
-            culprit = _find_culprit(model, infos, ctx, verification, feeds, rtol, atol, max_rounds)
+        if not verification.passed:
+            worst = verification.worst
+            assert worst is not None  # a failed check names its output
+            culprit = _find_culprit(model, infos, ctx, feeds, rtol, atol, max_rounds)
             raise UserError(
-                f"optimized model differs from the original: output {worst['output']!r} max abs error "
-                f"{worst['max_abs_error']:.3g} (atol {atol:g}, rtol {rtol:g})"
+                f"optimized model differs from the original: output {worst.output!r} max abs error "
+                f"{worst.max_abs_error:.3g} (atol {atol:g}, rtol {rtol:g})"
                 + (f"; first bad pass: {culprit}" if culprit else "")
             )
     ordered = [reports[i.name] for i in infos] + skipped
@@ -226,8 +282,8 @@ def optimize_model(
 
 
 def _find_culprit(
-    model: Any, infos: Sequence[PassInfo], ctx: PassContext, verification: dict[str, Any],
-    feeds: list[dict[str, np.ndarray]] | None, rtol: float, atol: float, max_rounds: int,
+    model: Any, infos: Sequence[PassInfo], ctx: PassContext, feeds: list[dict[str, np.ndarray]] | None,
+    rtol: float, atol: float, max_rounds: int,
 ) -> str | None:
     """Re-run the pipeline one pass at a time, verifying after each, to name the first bad pass."""
     import onnx
@@ -245,7 +301,7 @@ def _find_culprit(
             work = outcome.model
             if outcome.changed:
                 changed = True
-                if not verify_outputs(model, work, feeds=feeds, rtol=rtol, atol=atol)["passed"]:
+                if not verify_outputs(model, work, feeds=feeds, rtol=rtol, atol=atol).passed:
                     return info.name
         if not changed:
             break
@@ -278,7 +334,7 @@ def plausible_feeds(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def verify_outputs(
     reference: Any, candidate: Any, *, feeds: list[dict[str, np.ndarray]] | None = None,
     rtol: float = 1e-3, atol: float = 1e-4,
-) -> dict[str, Any]:
+) -> Verification:
     """Run both models on ONNX Runtime with the same inputs and compare every graph output."""
     from zhisuan.compare.metrics import agreement
     from zhisuan.inputs import sample_inputs
@@ -287,9 +343,9 @@ def verify_outputs(
         feeds = [plausible_feeds(f) for f in sample_inputs(reference)]
     ref_rt, cand_rt = _runtime(reference), _runtime(candidate)
     names = [o.name for o in ref_rt.outputs()]
-    per_output: dict[str, dict[str, Any]] = {}
+    per_output: dict[str, OutputCheck] = {}
     passed = True
-    worst: dict[str, Any] | None = None
+    worst: OutputCheck | None = None
     for feed in feeds:
         try:
             ref_out = ref_rt.run(feed, names)
@@ -303,21 +359,19 @@ def verify_outputs(
             a, b = ref_out[name], cand_out[name]
             a, b = np.asarray(a), np.asarray(b)
             if a.shape != b.shape:
-                ok, stats = False, {"max_abs_error": float("inf"), "shape_ref": list(a.shape), "shape_cand": list(b.shape)}
+                check = OutputCheck(name, False, None, a.shape, b.shape)
             else:
                 af, bf = a.astype(np.float64), b.astype(np.float64)
                 both_nan = np.isnan(af) & np.isnan(bf)
                 close = (np.abs(af - bf) <= atol + rtol * np.abs(af)) | both_nan
-                ok = bool(close.all())
-                stats = agreement(np.where(both_nan, 0, af), np.where(both_nan, 0, bf)).to_dict()
-            stats["within_tolerance"] = ok
+                check = OutputCheck(name, bool(close.all()), agreement(np.where(both_nan, 0, af),
+                                                                       np.where(both_nan, 0, bf)))
             prev = per_output.get(name)
-            if prev is None or stats["max_abs_error"] > prev["max_abs_error"]:
-                per_output[name] = stats
-            passed = passed and ok
-            if not ok and (worst is None or stats["max_abs_error"] > worst["max_abs_error"]):
-                worst = {"output": name, **stats}
+            if prev is None or check.max_abs_error > prev.max_abs_error:
+                per_output[name] = check
+            passed = passed and check.within_tolerance
+            if not check.within_tolerance and (worst is None or check.max_abs_error > worst.max_abs_error):
+                worst = check
     if worst is None and per_output:
-        name = max(per_output, key=lambda n: per_output[n]["max_abs_error"])
-        worst = {"output": name, **per_output[name]}
-    return {"passed": passed, "rtol": rtol, "atol": atol, "batches": len(feeds), "outputs": per_output, "worst": worst}
+        worst = max(per_output.values(), key=lambda c: c.max_abs_error)
+    return Verification(passed, rtol, atol, len(feeds), per_output, worst)

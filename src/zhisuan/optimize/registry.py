@@ -13,19 +13,20 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from zhisuan.errors import UserError
 
 #: Targets a pipeline can be built for. "onnx" means: standard ONNX operators only.
-TARGETS = ("onnxruntime", "openvino", "tensorrt", "onnx")
+Target = Literal["onnxruntime", "openvino", "tensorrt", "onnx"]
+TARGETS: tuple[Target, ...] = ("onnxruntime", "openvino", "tensorrt", "onnx")
 
 
 @dataclass
 class PassContext:
     """What a pass may read besides the model: the deployment target and user options."""
 
-    target: str = "onnxruntime"
+    target: Target = "onnxruntime"
     opset: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -9,16 +9,32 @@ pay; per-layer sensitivity; and an accuracy-budgeted search for the fewest layer
 """
 
 from zhisuan.quantize.api import QuantizeResult, SensitivityResult, quantize_model, sensitivity_analysis
-from zhisuan.quantize.config import Method, Mode, QuantizeConfig
-from zhisuan.quantize.search import LayerSensitivity
+from zhisuan.quantize.calibration import CalibrationInfo
+from zhisuan.quantize.config import Method, Metric, MetricKind, Mode, QuantizeConfig
+from zhisuan.quantize.engine import Preprocessing
+from zhisuan.quantize.metrics import LatencyComparison, Timing
+from zhisuan.quantize.policy import Contender, PolicyDecision, Selection
+from zhisuan.quantize.search import Candidate, FloatLayer, LayerSensitivity, SearchResult
 
 __all__ = [
+    "CalibrationInfo",
+    "Candidate",
+    "Contender",
+    "FloatLayer",
+    "LatencyComparison",
     "LayerSensitivity",
     "Method",
+    "Metric",
+    "MetricKind",
     "Mode",
+    "PolicyDecision",
+    "Preprocessing",
     "QuantizeConfig",
     "QuantizeResult",
+    "SearchResult",
+    "Selection",
     "SensitivityResult",
+    "Timing",
     "quantize_model",
     "sensitivity_analysis",
 ]

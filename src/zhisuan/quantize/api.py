@@ -5,63 +5,72 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from zhisuan.errors import UserError
 from zhisuan.graph.namemap import NameMap, write_name_map
+from zhisuan.progress import Progress, no_progress
 from zhisuan.quantize.calibration import (
     CALIB_SEED,
     METRIC_SEED,
     RANDOM_WARNING,
     Calibration,
+    CalibrationInfo,
     Feeds,
     load_calibration,
 )
-from zhisuan.quantize.config import DEFAULT_STATIC_OPS, Mode, QuantizeConfig
+from zhisuan.quantize.config import DEFAULT_STATIC_OPS, MetricKind, Mode, QuantizeConfig
 from zhisuan.quantize.engine import (
     Int8Builder,
     Prepared,
+    Preprocessing,
     convert_float16,
     prepare,
     quantizable_nodes,
     quantized_name_map,
     write_temp,
 )
-from zhisuan.quantize.metrics import OutputAgreement, ZooMetric, drop_pct, latency_ms
-from zhisuan.quantize.policy import MIN_SPEEDUP, Contender, choose
+from zhisuan.quantize.metrics import (
+    LatencyComparison,
+    OutputAgreement,
+    Timing,
+    ZooMetric,
+    drop_pct,
+    latency_ms,
+)
+from zhisuan.quantize.policy import MIN_SPEEDUP, Contender, PolicyDecision, Selection, decide
 from zhisuan.quantize.search import (
     Candidate,
     Explorer,
+    FloatLayer,
     LayerSensitivity,
-    Progress,
+    SearchResult,
+    Stopped,
     budget_search,
-    no_progress,
+    float_layers,
     sensitivities,
 )
+from zhisuan.results import Record
 
 
 @dataclass(frozen=True)
-class SensitivityResult:
+class SensitivityResult(Record):
+    """Every quantizable layer ranked by ``gain_pct`` (see :class:`LayerSensitivity`); ``measured``:
+    how many the time budget left time for."""
+
     metric: str
     float_value: float
     int8_value: float
     int8_drop_pct: float
-    layers: list[LayerSensitivity]
     measured: int
     duration_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric, "float_value": self.float_value, "int8_value": self.int8_value,
-            "int8_drop_pct": self.int8_drop_pct, "measured": self.measured,
-            "duration_s": round(self.duration_s, 3), "layers": [s.to_dict() for s in self.layers],
-        }
+    layers: tuple[LayerSensitivity, ...]
 
 
 @dataclass(frozen=True)
-class QuantizeResult:
+class QuantizeResult(Record):
     """What was written to ``output_path`` and how it scores against the float model.
 
     ``mode`` is what was asked; ``chosen`` what was written (in ``auto``: ``int8``,
@@ -72,9 +81,9 @@ class QuantizeResult:
     mode: str
     chosen: str
     backend: str
-    config: dict[str, Any]
-    preprocessing: dict[str, Any]
-    calibration: dict[str, Any] | None
+    config: QuantizeConfig
+    preprocessing: Preprocessing
+    calibration: CalibrationInfo | None  # static INT8 only
     metric: str
     float_value: float
     quantized_value: float
@@ -82,24 +91,24 @@ class QuantizeResult:
     max_drop_pct: float | None
     meets_budget: bool
     quantized_nodes: int
-    float_layers: list[dict[str, Any]]
-    sensitivity: list[dict[str, Any]] | None
-    search: dict[str, Any] | None
-    latency: dict[str, Any] | None
+    float_layers: tuple[FloatLayer, ...]
+    sensitivity: tuple[LayerSensitivity, ...] | None
+    search: SearchResult | None
+    latency: LatencyComparison | None
     float_size_bytes: int
     quantized_size_bytes: int
     name_map_entries: int
-    policy: dict[str, Any] | None = None
-    selection: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
+    policy: PolicyDecision | None = None  # auto only
+    selection: Selection | None = None  # static INT8 only
+    warnings: tuple[str, ...] = ()
     duration_s: float = 0.0
 
     @property
     def interrupted(self) -> bool:
-        return bool(self.search and self.search.get("stopped") == "interrupted")
+        return self.search is not None and self.search.stopped == "interrupted"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"interrupted": self.interrupted}
+        return {**super().to_dict(), "interrupted": self.interrupted}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,41 +144,47 @@ class _Job:
 
     def evaluator(self) -> Any:
         cfg = self.config
-        if cfg.metric.startswith("zoo:"):
-            return ZooMetric(cfg.metric[4:], cfg.intra_op_threads, backend=cfg.backend)
-        return OutputAgreement(self.float_path, self.metric_feeds, cfg.metric, cfg.intra_op_threads, backend=cfg.backend)
+        if cfg.metric.zoo_name is not None:
+            return ZooMetric(cfg.metric.zoo_name, cfg.intra_op_threads, backend=cfg.backend)
+        return OutputAgreement(self.float_path, self.metric_feeds, cfg.metric.kind, cfg.intra_op_threads,
+                               backend=cfg.backend)
+
+    def latency(self, float_: Timing, quantized: Timing) -> LatencyComparison:
+        return LatencyComparison.of(float_, quantized, threads=self.config.intra_op_threads,
+                                    backend=self.config.backend, feed=self.metric_feeds[0])
 
 
 def _job(model: Any, config: QuantizeConfig, workdir: Path, *, data: str | Path | None, random: int | None,
          progress: Progress) -> _Job:
     proto, zoo_name, _ = _load(model)
-    if config.metric.startswith("zoo:"):
+    metric = config.metric
+    if metric.kind is MetricKind.ZOO:
         from zhisuan import zoo
 
-        zoo.get(config.metric[4:])
-        zoo_name = zoo_name or config.metric[4:]
+        zoo.get(metric.zoo_name)
+        zoo_name = zoo_name or metric.zoo_name
     warnings: list[str] = []
     if config.int8 and config.reduce_range is None and config.weights_7bit:
         warnings.append("INT8 weights use 7 bits (reduce_range): this x86 CPU has no VNNI, where ONNX Runtime's "
                         "u8 x s8 kernels saturate 8-bit weights; --reduce-range/--full-range overrides")
-    progress("loading calibration data", 0, None)
+    progress("loading calibration data")
     calibration = load_calibration(proto, data=data, random=random, zoo_name=zoo_name, seed=CALIB_SEED + config.seed)
     if calibration.warning and config.int8 and config.static:
         warnings.append(calibration.warning)
     # Metric inputs: held out from calibration where we can make more (zoo, random); user data is reused.
     if data is not None:
         metric_feeds = calibration.feeds
-        if config.metric in ("cosine", "top1"):
+        if metric.compares_outputs:
             warnings.append("the metric is measured on the calibration data itself (no held-out set was given)")
     else:
         from zhisuan.inputs import input_source
 
         # count=4 feeds: 4 held-out zoo feeds, else 4 random feeds of 4 rows each
         made = input_source(zoo_name, split="calib", count=4, batch=4, seed=METRIC_SEED + config.seed).make(proto)
-        if not made.realistic and config.metric in ("cosine", "top1"):
-            warnings.append(f"the {config.metric} metric is measured on random inputs")
+        if not made.realistic and metric.compares_outputs:
+            warnings.append(f"the {metric} metric is measured on random inputs")
         metric_feeds = made.feeds
-    progress("preprocessing (optimize passes)", 0, None)
+    progress("preprocessing (optimize passes)")
     prepared = prepare(proto, config, calibration.feeds)
     float_path = write_temp(prepared.model, workdir, "prepared")
     return _Job(config, prepared, float_path, calibration, metric_feeds, workdir, zoo_name, warnings)
@@ -204,9 +219,9 @@ class _Track:
     explorer: Explorer
     path: Path
     base: Candidate
-    sensitivity: list[LayerSensitivity] | None = None
-    search: dict[str, Any] | None = None
-    searched_layers: list[dict[str, Any]] = field(default_factory=list)
+    sensitivity: tuple[LayerSensitivity, ...] | None = None
+    search: SearchResult | None = None
+    searched_layers: tuple[FloatLayer, ...] = ()
 
     @property
     def best(self) -> Candidate:
@@ -230,38 +245,33 @@ class _Track:
         return len(self.nodes)
 
     @property
-    def float_layers(self) -> list[dict[str, Any]]:
+    def float_layers(self) -> tuple[FloatLayer, ...]:
         if self.searched_layers or not self.float_nodes:
             return self.searched_layers
-        gains = {s.node: s for s in self.sensitivity or []}
-        return [{"node": n, "op_type": gains[n].op_type if n in gains else None,
-                 "sensitivity_gain_pct": gains[n].gain_pct if n in gains else None,
-                 "sensitivity_rank": gains[n].rank if n in gains else None,
-                 "reason": "kept in float by the best candidate found"} for n in self.float_nodes]
+        return float_layers(self.float_nodes, self.sensitivity or ())
 
     @property
-    def selection(self) -> dict[str, Any] | None:
-        return self.builder.selection(self.float_nodes).to_dict() if self.config.static else None
+    def selection(self) -> Selection | None:
+        return self.builder.selection(self.float_nodes) if self.config.static else None
 
     def run_search(self, *, sensitivity: bool, budget: bool) -> None:
         """Per-layer sensitivity and/or the budgeted search (see zhisuan.quantize.search)."""
         interrupted = False
         if sensitivity or (budget and not self.base.meets_budget):
             try:
-                self.sensitivity = sensitivities(self.explorer, self.nodes, self.base)
+                self.sensitivity = tuple(sensitivities(self.explorer, self.nodes, self.base))
             except KeyboardInterrupt:
                 interrupted = True
         if not budget:
             return
+        stopped: Stopped
         if interrupted:
             stopped = "interrupted"
         else:
-            outcome = budget_search(self.explorer, self.sensitivity or [], self.base)
+            outcome = budget_search(self.explorer, self.sensitivity or (), self.base)
             stopped, self.searched_layers = outcome.stopped, outcome.float_layers
-        self.search = {
-            "stopped": stopped, "candidates": len(self.explorer.history),
-            "history": [c.to_dict() for c in self.explorer.history], "time_budget_s": self.config.time_budget_s,
-        }
+        history = tuple(self.explorer.history)
+        self.search = SearchResult(stopped, len(history), history, self.config.time_budget_s)
 
 
 def _start_track(job: _Job, config: QuantizeConfig, evaluator: Any, reference: float, deadline: float,
@@ -277,7 +287,7 @@ def _start_track(job: _Job, config: QuantizeConfig, evaluator: Any, reference: f
         higher_is_better=evaluator.higher_is_better, max_drop_pct=budget,
         deadline=deadline, workdir=job.workdir, on_best=_saver(job, best_path, *saves), progress=progress,
     )
-    progress(f"quantizing every layer ({config.mode.value})", 0, None)
+    progress(f"quantizing every layer ({config.mode.value})")
     base = explorer.evaluate([], timed=False)
     return _Track(config.mode, config, nodes, builder, explorer, best_path, base)
 
@@ -296,7 +306,7 @@ def _nothing_to_quantize(job: _Job, config: QuantizeConfig) -> str:
 
 
 def _auto(job: _Job, evaluator: Any, reference: float, deadline: float, out: Path,
-          progress: Progress) -> tuple[_Track | None, dict[str, Any], dict[str, Any]]:
+          progress: Progress) -> tuple[_Track | None, PolicyDecision, LatencyComparison]:
     """``--mode auto``: static INT8, dynamic INT8 and the float model timed together on the backend;
     the fastest that meets the budget wins (see policy.choose). When static INT8 is faster than
     float but misses the budget, the search for layers to keep in float runs (bounded by the time
@@ -314,16 +324,16 @@ def _auto(job: _Job, evaluator: Any, reference: float, deadline: float, out: Pat
         saves = (out,) if not tracks else ()  # the first track's best model is on disk at once
         tracks[mode] = _start_track(job, mode_config, evaluator, reference, deadline, saves, progress, budget)
 
-    def timed() -> tuple[dict[str, dict[str, float]], list[Contender]]:
-        progress(f"timing float and INT8 candidates on {config.backend}", 0, None)
+    def timed() -> tuple[dict[str, Timing], list[Contender]]:
+        progress(f"timing float and INT8 candidates on {config.backend}")
         paths = {"fp32": job.float_path, **{m.value: t.path for m, t in tracks.items()}}
         timing = latency_ms(paths, job.metric_feeds[0], threads=config.intra_op_threads, backend=config.backend)
-        rows = [Contender("fp32", reference, 0.0, True, timing["fp32"]["median_ms"], timing["fp32"]["p10_ms"],
-                          timing["fp32"]["p90_ms"])]
+        fp32 = timing["fp32"]
+        rows = [Contender("fp32", reference, 0.0, True, fp32.median_ms, fp32.p10_ms, fp32.p90_ms)]
         for mode, track in tracks.items():
             t = timing[mode.value]
             rows.append(Contender(mode.value, track.value, track.drop_pct, track.drop_pct <= budget + 1e-9,
-                                  t["median_ms"], t["p10_ms"], t["p90_ms"], len(track.float_nodes)))
+                                  t.median_ms, t.p10_ms, t.p90_ms, len(track.float_nodes)))
         return timing, rows
 
     timing, contenders = timed()
@@ -331,7 +341,7 @@ def _auto(job: _Job, evaluator: Any, reference: float, deadline: float, out: Pat
     notes = list(skipped)
     if static is not None:
         row = next(c for c in contenders if c.name == "int8")
-        pays = timing["fp32"]["median_ms"] / row.median_ms >= MIN_SPEEDUP
+        pays = timing["fp32"].median_ms / row.median_ms >= MIN_SPEEDUP
         if config.sensitivity or (not row.meets_budget and pays):
             static.run_search(sensitivity=config.sensitivity, budget=not row.meets_budget and pays)
             if static.float_nodes:
@@ -339,16 +349,10 @@ def _auto(job: _Job, evaluator: Any, reference: float, deadline: float, out: Pat
         elif not row.meets_budget:
             notes.append("no search for layers to keep in float: all-INT8 is not faster than float, so no "
                          "mixed model can be")
-    winner, reason = choose(contenders, budget_pct=budget)
-    if notes:
-        reason += " (" + "; ".join(notes) + ")"
-    chosen = tracks.get(Mode(winner.name)) if winner.name != "fp32" else None
+    policy = decide(contenders, budget_pct=budget, notes=notes)
+    chosen = tracks.get(Mode(policy.chosen)) if policy.chosen != "fp32" else None
     _saver(job, out)(chosen.path if chosen else job.float_path)
-    policy = {"budget_pct": budget, "min_speedup": MIN_SPEEDUP, "chosen": winner.name, "reason": reason,
-              "contenders": [c.to_dict() for c in contenders]}
-    latency = {"float": timing["fp32"], "quantized": timing[winner.name],
-               "speedup": timing["fp32"]["median_ms"] / timing[winner.name]["median_ms"]}
-    return static if chosen is None else chosen, policy, latency
+    return static if chosen is None else chosen, policy, job.latency(timing["fp32"], timing[policy.chosen])
 
 
 def quantize_model(
@@ -373,7 +377,7 @@ def quantize_model(
         >>> from zhisuan.quantize import quantize_model, QuantizeConfig
         >>> r = quantize_model("ppocr-rec", "rec-int8.onnx",
         ...                    config=QuantizeConfig(metric="zoo:ppocr-rec", max_drop_pct=1))  # doctest: +SKIP
-        >>> r.chosen, r.drop_pct, [f["node"] for f in r.float_layers]  # doctest: +SKIP
+        >>> r.chosen, r.drop_pct, [f.node for f in r.float_layers]  # doctest: +SKIP
     """
     config = config or QuantizeConfig()
     progress = progress or no_progress
@@ -383,21 +387,21 @@ def quantize_model(
     with _workdir() as tmp:
         job = _job(model, config, Path(tmp), data=data, random=random, progress=progress)
         evaluator = job.evaluator()
-        progress(f"scoring the float model ({evaluator.name})", 0, None)
+        progress(f"scoring the float model ({evaluator.name})")
         reference = evaluator(job.float_path)
         track: _Track | None = None
-        policy: dict[str, Any] | None = None
-        latency: dict[str, Any] | None = None
+        policy: PolicyDecision | None = None
+        latency: LatencyComparison | None = None
         chosen = config.mode.value
         if config.mode is Mode.AUTO:
-            track, policy, timing = _auto(job, evaluator, reference, deadline, out, progress)
-            chosen = policy["chosen"]
-            latency = timing if measure_latency else None
+            track, policy, timed = _auto(job, evaluator, reference, deadline, out, progress)
+            chosen = policy.chosen
+            latency = timed if measure_latency else None
         elif config.int8:
             track = _start_track(job, config, evaluator, reference, deadline, (out,), progress, config.max_drop_pct)
             track.run_search(sensitivity=config.sensitivity, budget=config.max_drop_pct is not None)
         else:
-            progress(f"converting to {config.mode.value}", 0, None)
+            progress(f"converting to {config.mode.value}")
             converted = convert_float16(job.prepared.model, config.mode)
             path = write_temp(converted, job.workdir, "fp16")
             fp16_value = evaluator(path)
@@ -409,14 +413,10 @@ def quantize_model(
         else:
             value, quantized = fp16_value, len(job.prepared.model.graph.node)
         if measure_latency and latency is None:
-            progress(f"timing float vs quantized on {config.backend}", 0, None)
+            progress(f"timing float vs quantized on {config.backend}")
             timing = latency_ms({"float": job.float_path, "quantized": out}, job.metric_feeds[0],
                                 threads=config.intra_op_threads, backend=config.backend)
-            latency = {**timing, "speedup": timing["float"]["median_ms"] / timing["quantized"]["median_ms"]}
-        if latency is not None:
-            feed = job.metric_feeds[0]
-            latency = {**latency, "threads": config.intra_op_threads, "backend": config.backend,
-                       "batch": {k: list(v.shape) for k, v in feed.items()}}
+            latency = job.latency(timing["float"], timing["quantized"])
         from zhisuan.graph import load_model, read_name_map
 
         written = load_model(out)
@@ -425,21 +425,20 @@ def quantize_model(
         budget = config.budget_pct
         warnings = list(job.warnings)
         if policy is not None and chosen == "fp32":
-            built = any(c["name"] == "int8" for c in policy["contenders"])
-            warnings.append(f"{out.name} is the float model: {policy['reason']}"
+            built = policy.contender("int8") is not None
+            warnings.append(f"{out.name} is the float model: {policy.reason}"
                             + ("; --mode int8 forces static INT8" if built else ""))
         return QuantizeResult(
             output_path=str(out), mode=config.mode.value, chosen=chosen, backend=config.backend,
-            config=config.to_dict(), preprocessing=job.prepared.to_dict(),
-            calibration=job.calibration.to_dict() if config.static else None,
+            config=config, preprocessing=job.prepared.report,
+            calibration=job.calibration.info if config.static else None,
             metric=evaluator.name, float_value=reference, quantized_value=value, drop_pct=drop,
             max_drop_pct=budget, meets_budget=budget is None or drop <= budget + 1e-9,
-            quantized_nodes=quantized, float_layers=track.float_layers if track and chosen != "fp32" else [],
-            sensitivity=[s.to_dict() for s in track.sensitivity] if track and track.sensitivity is not None else None,
-            search=track.search if track else None, latency=latency,
-            float_size_bytes=os.path.getsize(job.float_path), quantized_size_bytes=os.path.getsize(out),
-            name_map_entries=len(name_map.mapping), policy=policy,
-            selection=track.selection if track and chosen != "fp32" else None, warnings=warnings,
+            quantized_nodes=quantized, float_layers=track.float_layers if track and chosen != "fp32" else (),
+            sensitivity=track.sensitivity if track else None, search=track.search if track else None,
+            latency=latency, float_size_bytes=os.path.getsize(job.float_path),
+            quantized_size_bytes=os.path.getsize(out), name_map_entries=len(name_map.mapping), policy=policy,
+            selection=track.selection if track and chosen != "fp32" else None, warnings=tuple(warnings),
             duration_s=round(time.monotonic() - start, 3),
         )
 
@@ -479,8 +478,9 @@ def sensitivity_analysis(
         )
         base = explorer.evaluate([], timed=False)
         rows = sensitivities(explorer, quantizable_nodes(job.prepared.model, config), base)
-    return SensitivityResult(evaluator.name, reference, base.value, base.drop_pct, rows,
-                             sum(r.gain_pct is not None for r in rows), time.monotonic() - start)
+    return SensitivityResult(evaluator.name, reference, base.value, base.drop_pct,
+                             sum(r.gain_pct is not None for r in rows), round(time.monotonic() - start, 3),
+                             tuple(rows))
 
 
 __all__ = ["RANDOM_WARNING", "QuantizeResult", "SensitivityResult", "quantize_model", "sensitivity_analysis"]

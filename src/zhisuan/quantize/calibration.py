@@ -16,8 +16,12 @@ import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.inputs import CALIB_SEED, METRIC_SEED, input_source
+from zhisuan.results import Record
 
-__all__ = ["CALIB_SEED", "METRIC_SEED", "RANDOM_WARNING", "Calibration", "check_not_empty", "load_calibration"]
+__all__ = [
+    "CALIB_SEED", "METRIC_SEED", "RANDOM_WARNING", "Calibration", "CalibrationInfo", "check_not_empty",
+    "load_calibration",
+]
 
 Feeds = list[dict[str, np.ndarray]]
 
@@ -25,6 +29,16 @@ RANDOM_WARNING = (
     "calibrated on random inputs: a poor proxy for real data, ranges (and so accuracy) may be far "
     "off; give --data DATA (.npz keyed by input names) or use a zoo model for realistic inputs"
 )
+
+
+@dataclass(frozen=True)
+class CalibrationInfo(Record):
+    """Where the calibration feeds came from (``npz:PATH``, ``zoo:NAME`` or ``random``) and how many."""
+
+    source: str
+    batches: int
+    samples: int
+    warning: str | None
 
 
 @dataclass(frozen=True)
@@ -39,8 +53,9 @@ class Calibration:
     def samples(self) -> int:
         return sum(_batch(f) for f in self.feeds)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "batches": len(self.feeds), "samples": self.samples, "warning": self.warning}
+    @property
+    def info(self) -> CalibrationInfo:
+        return CalibrationInfo(self.source, len(self.feeds), self.samples, self.warning)
 
 
 def _batch(feed: dict[str, np.ndarray]) -> int:

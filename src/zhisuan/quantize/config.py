@@ -7,11 +7,12 @@ accepts for INT8 without a word although it is meant for FP8: cosine 0.77 on a s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 
 class Mode(StrEnum):
@@ -43,25 +44,62 @@ DEFAULT_DYNAMIC_OPS = ("MatMul", "Gemm")
 
 #: Backends the quantized model is scored, timed and chosen on. The model is QDQ either way:
 #: OpenVINO reads QuantizeLinear/DequantizeLinear as FakeQuantize and runs its own int8 kernels.
-BACKENDS = ("onnxruntime", "openvino")
+Backend = Literal["onnxruntime", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("onnxruntime", "openvino")
 
 
-def default_budget_pct(metric: str) -> float:
-    """Tolerated drop (percent of the float value) when ``--mode auto`` is given no ``--max-drop``:
-    1 % of a task metric or of top-1 agreement, 2 % of the output cosine (cosine 0.98 of the float
-    model's outputs, which int8 CNNs reach with unchanged top-1/top-5, see docs/quantize.md)."""
-    return 2.0 if metric == "cosine" else 1.0
+class MetricKind(StrEnum):
+    COSINE = "cosine"  # mean cosine of every output with the float model's
+    TOP1 = "top1"  # argmax agreement over the last axis
+    ZOO = "zoo"  # a zoo entry's task metric on its evaluation set
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
+class Metric:
+    """What a candidate is scored by, parsed once from ``cosine``, ``top1`` or ``zoo:NAME``.
+
+    >>> Metric.parse("zoo:ppocr-cls").zoo_name, str(Metric.parse("top1"))
+    ('ppocr-cls', 'top1')
+    """
+
+    kind: MetricKind
+    zoo_name: str | None = None  # set exactly when kind is ZOO
+
+    @classmethod
+    def parse(cls, text: str | Metric) -> Metric:
+        if isinstance(text, Metric):
+            return text
+        if text.startswith("zoo:") and len(text) > 4:
+            return cls(MetricKind.ZOO, text[4:])
+        if text in (MetricKind.COSINE, MetricKind.TOP1):
+            return cls(MetricKind(text))
+        raise UserError(f"unknown metric {text!r}; use cosine, top1 or zoo:NAME")
+
+    def __str__(self) -> str:
+        return f"zoo:{self.zoo_name}" if self.kind is MetricKind.ZOO else self.kind.value
+
+    @property
+    def compares_outputs(self) -> bool:
+        """Scored against the float model's outputs on the metric inputs (not a zoo task metric)."""
+        return self.kind is not MetricKind.ZOO
+
+    @property
+    def default_budget_pct(self) -> float:
+        """Tolerated drop (percent of the float value) when ``--mode auto`` is given no ``--max-drop``:
+        1 % of a task metric or of top-1 agreement, 2 % of the output cosine (cosine 0.98 of the float
+        model's outputs, which int8 CNNs reach with unchanged top-1/top-5, see docs/quantize.md)."""
+        return 2.0 if self.kind is MetricKind.COSINE else 1.0
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(Record):
     """Options of :func:`zhisuan.quantize.quantize_model`.
 
     ``mode``: ``auto`` (default: the fastest of static INT8, dynamic INT8 and the float model that
     meets the budget, see :func:`zhisuan.quantize.policy.choose`), ``int8``, ``int8-dynamic``,
-    ``fp16``, ``bf16``. ``metric``: ``cosine`` (mean cosine of every output with the float model's),
-    ``top1`` (argmax agreement over the last axis, per position for sequences) or ``zoo:NAME`` (the
-    zoo entry's task metric). ``max_drop_pct``: tolerated drop of that metric, relative to the float
+    ``fp16``, ``bf16``. ``metric`` (a :class:`Metric`, given as its text): ``cosine`` (mean cosine
+    of every output with the float model's), ``top1`` (argmax agreement over the last axis, per
+    position for sequences) or ``zoo:NAME`` (the zoo entry's task metric). ``max_drop_pct``: tolerated drop of that metric, relative to the float
     model, in percent; with it the budgeted search runs (``auto`` has a default budget, see
     :attr:`budget_pct`). ``per_channel`` None: per channel. ``op_types``: quantize exactly the nodes of
     these types instead of the integer-island policy. ``backend``: where candidates are scored and
@@ -71,14 +109,14 @@ class QuantizeConfig:
     mode: Mode = Mode.AUTO
     method: Method = Method.MINMAX
     per_channel: bool | None = None
-    metric: str = "cosine"
+    metric: Metric = Metric(MetricKind.COSINE)  # or its text: "top1", "zoo:NAME"
     max_drop_pct: float | None = None
     time_budget_s: float = 600.0
     sensitivity: bool = False
     op_types: tuple[str, ...] | None = None
     nodes_to_exclude: tuple[str, ...] = ()
     percentile: float = 99.999
-    backend: str = "onnxruntime"
+    backend: Backend = "onnxruntime"
     intra_op_threads: int = 2
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,8 +137,7 @@ class QuantizeConfig:
             raise UserError(
                 f"unknown calibration method {self.method!r}; choose one of: {', '.join(m.value for m in Method)}"
             ) from None
-        if not (self.metric in ("cosine", "top1") or (self.metric.startswith("zoo:") and len(self.metric) > 4)):
-            raise UserError(f"unknown metric {self.metric!r}; use cosine, top1 or zoo:NAME")
+        object.__setattr__(self, "metric", Metric.parse(self.metric))
         if self.max_drop_pct is not None and not 0 <= self.max_drop_pct <= 100:
             raise UserError(f"--max-drop must be a percentage in 0..100, got {self.max_drop_pct}")
         if self.time_budget_s < 0:
@@ -128,7 +165,7 @@ class QuantizeConfig:
         """The metric budget: ``max_drop_pct``, or in ``auto`` mode the metric's default."""
         if self.max_drop_pct is not None or self.mode is not Mode.AUTO:
             return self.max_drop_pct
-        return default_budget_pct(self.metric)
+        return self.metric.default_budget_pct
 
     @property
     def weights_7bit(self) -> bool:
@@ -152,10 +189,6 @@ class QuantizeConfig:
         return DEFAULT_STATIC_OPS if self.static else DEFAULT_DYNAMIC_OPS
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["mode"] = self.mode.value
-        data["method"] = self.method.value
-        data["op_types"] = list(self.quantized_ops())
-        data["nodes_to_exclude"] = list(self.nodes_to_exclude)
-        data["reduce_range"] = self.weights_7bit
-        return data
+        # the metric as given, the op types and the weight bits as they apply to this run
+        return {**super().to_dict(), "metric": str(self.metric), "op_types": list(self.quantized_ops()),
+                "reduce_range": self.weights_7bit}

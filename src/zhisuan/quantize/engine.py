@@ -17,7 +17,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from zhisuan.quantize.policy import (
     select_static_nodes,
     settle_activations,
 )
+from zhisuan.results import Record
 
 #: Opset needed for QDQ with per-channel axes (DequantizeLinear ``axis``), and what ORT's QDQ
 #: quantizer emits for int8 QDQ.
@@ -53,22 +54,24 @@ PREPARE_PASSES = (
 
 
 @dataclass(frozen=True)
+class Preprocessing(Record):
+    """How the float model quantization starts from was derived from the input: the passes applied,
+    what each changed (pass -> counts), the opset before and after, and why the opset changed."""
+
+    passes: tuple[str, ...]
+    changes: dict[str, dict[str, int]]
+    opset_before: int
+    opset_after: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """The float model quantization starts from, and how it was derived from the input."""
+    """The float model quantization starts from, its name map and how it was derived."""
 
     model: Any
     name_map: NameMap  # input model (or its own source, if it carried a map) -> prepared model
-    passes: list[str]
-    changes: dict[str, Any]
-    opset_before: int
-    opset_after: int
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passes": list(self.passes), "changes": self.changes, "opset_before": self.opset_before,
-            "opset_after": self.opset_after, "notes": list(self.notes),
-        }
+    report: Preprocessing
 
 
 def default_opset(model: Any) -> int:
@@ -99,7 +102,8 @@ def prepare(model: Any, config: QuantizeConfig, feeds: Feeds | None = None) -> P
         changes["fold-pad-into-conv"] = {"pads_folded": folded}
         name_map = name_map.then(NameMap.identity(index.tensor_names(prepared.graph)))
     _name_nodes(prepared)
-    return Prepared(prepared, name_map, applied, changes, before, default_opset(prepared), notes)
+    return Prepared(prepared, name_map,
+                    Preprocessing(tuple(applied), changes, before, default_opset(prepared), tuple(notes)))
 
 
 def _name_nodes(model: Any) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.quantize.calibration import Feeds
+from zhisuan.quantize.config import MetricKind
+from zhisuan.results import Record
 
 if TYPE_CHECKING:
     from zhisuan.runtime.base import Runtime
@@ -54,16 +56,16 @@ class OutputAgreement:
 
     float_path: Path
     feeds: Feeds
-    kind: str  # "cosine" | "top1"
+    kind: MetricKind  # COSINE or TOP1
     threads: int = 2
     backend: str = "onnxruntime"
     higher_is_better: bool = True
 
     def __post_init__(self) -> None:
-        self.name = self.kind
+        self.name = self.kind.value
         with _load(self.float_path, self.threads, self.backend) as runtime:
             self._ref = _outputs(runtime, self.feeds)
-        if self.kind == "top1" and self._score(self._ref) is None:
+        if self.kind is MetricKind.TOP1 and self._score(self._ref) is None:
             raise UserError("--metric top1 needs a float output whose last axis has >= 2 classes")
 
     def _score(self, outs: list[list[np.ndarray]]) -> float | None:
@@ -75,7 +77,7 @@ class OutputAgreement:
                 ref, cand = np.asarray(ref), np.asarray(cand)
                 if not np.issubdtype(ref.dtype, np.floating):
                     continue
-                if self.kind == "cosine":
+                if self.kind is MetricKind.COSINE:
                     values.append(cosine_similarity(ref, cand))
                 else:
                     agree = top1_agreement(ref, cand)
@@ -87,7 +89,7 @@ class OutputAgreement:
         with _load(path, self.threads, self.backend) as runtime:
             value = self._score(_outputs(runtime, self.feeds))
         if value is None:
-            raise UserError(f"the model has no float outputs to score with --metric {self.kind}")
+            raise UserError(f"the model has no float outputs to score with --metric {self.name}")
         return value
 
 
@@ -121,13 +123,45 @@ def drop_pct(reference: float, value: float, higher_is_better: bool = True) -> f
     return 100.0 * loss / scale
 
 
+@dataclass(frozen=True)
+class Timing(Record):
+    """One model's latency on one batch over every timed run."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class LatencyComparison(Record):
+    """The float model's latency against the written model's on ``backend``, one ``batch`` (input ->
+    shape) with ``threads`` intra-op threads. ``speedup``: float median / quantized median."""
+
+    float_: Timing
+    quantized: Timing
+    speedup: float
+    threads: int
+    backend: str
+    batch: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, float_: Timing, quantized: Timing, *, threads: int, backend: str,
+           feed: dict[str, np.ndarray]) -> LatencyComparison:
+        return cls(float_, quantized, float_.median_ms / quantized.median_ms, threads, backend,
+                   {k: list(v.shape) for k, v in feed.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {("float" if k == "float_" else k): v for k, v in super().to_dict().items()}
+
+
 #: Pause before each model's turn: lets the previous session's spinning worker threads park (on a
 #: 5 ms model, medians of one file in two sessions differed by 40 % without it, 3 % with 50 ms).
 _SETTLE_S = 0.05
 
 
 def latency_ms(paths: dict[str, Path], feed: dict[str, np.ndarray], *, threads: int = 2, rounds: int = 3,
-               runs: int = 5, backend: str = "onnxruntime") -> dict[str, dict[str, float]]:
+               runs: int = 5, backend: str = "onnxruntime") -> dict[str, Timing]:
     """Median and spread of one batch's latency per model over ``rounds x runs`` runs.
 
     The models take turns round by round (the machine may be shared, so a slow spell hits every
@@ -149,7 +183,6 @@ def latency_ms(paths: dict[str, Path], feed: dict[str, np.ndarray], *, threads: 
     for runtime in runtimes.values():
         runtime.close()
     return {
-        k: {"median_ms": float(np.median(v)), "p10_ms": float(np.percentile(v, 10)),
-            "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
+        k: Timing(float(np.median(v)), float(np.percentile(v, 10)), float(np.percentile(v, 90)), len(v))
         for k, v in times.items()
     }

@@ -31,13 +31,14 @@ only consumers are Convs is exactly the Conv's own ``pads`` attribute, so it is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from zhisuan.graph import index
+from zhisuan.results import Record
 
 #: Operators with weights (or activation x activation products) that INT8 is for.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -216,7 +217,7 @@ def _set_ints(node: Any, name: str, values: list[int]) -> None:
 
 
 @dataclass(frozen=True)
-class Contender:
+class Contender(Record):
     """One candidate of ``--mode auto``: its metric, its drop against the float model, its latency."""
 
     name: str  # "int8" (static), "int8-dynamic" or "fp32" (the float model, unchanged)
@@ -227,11 +228,6 @@ class Contender:
     p10_ms: float
     p90_ms: float
     float_layers: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "drop_pct": self.drop_pct, "meets_budget": self.meets_budget,
-                "median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms,
-                "float_layers": self.float_layers}
 
 
 #: A quantized model must be at least this much faster than the float one to be chosen over it:
@@ -275,6 +271,29 @@ def choose(contenders: list[Contender], *, budget_pct: float, float_name: str = 
         return base, "no INT8 variant could be built, so the float model was kept"
     return base, ("no INT8 variant is both within the budget and faster than float here, so the float model "
                   "was kept: " + "; ".join(rejected))
+
+
+@dataclass(frozen=True)
+class PolicyDecision(Record):
+    """What ``--mode auto`` wrote (``chosen``: a contender's name) and why, with every contender."""
+
+    budget_pct: float
+    min_speedup: float
+    chosen: str
+    reason: str
+    contenders: tuple[Contender, ...]
+
+    def contender(self, name: str) -> Contender | None:
+        return next((c for c in self.contenders if c.name == name), None)
+
+
+def decide(contenders: Sequence[Contender], *, budget_pct: float, notes: Sequence[str] = (),
+           min_speedup: float = MIN_SPEEDUP) -> PolicyDecision:
+    """:func:`choose` as a decision record; ``notes`` (e.g. why no search ran) are added to the reason."""
+    winner, reason = choose(list(contenders), budget_pct=budget_pct, min_speedup=min_speedup)
+    if notes:
+        reason += " (" + "; ".join(notes) + ")"
+    return PolicyDecision(budget_pct, min_speedup, winner.name, reason, tuple(contenders))
 
 
 #: Activations ORT's QDQ quantizer can absorb into the quantization range of their input.

@@ -11,23 +11,22 @@ once (atomically), so a time budget that runs out or a Ctrl-C still leaves the b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from zhisuan.progress import Progress, no_progress
 from zhisuan.quantize.metrics import drop_pct
+from zhisuan.results import Record
 
-#: progress(description, completed, total or None)
-Progress = Callable[[str, int, int | None], None]
-
-
-def no_progress(_description: str, _completed: int, _total: int | None) -> None:
-    return None
+#: Why the search ended.
+Stopped = Literal["budget met", "budget met by all-INT8", "no layer set meets the budget", "time budget",
+                  "interrupted"]
 
 
 @dataclass(frozen=True)
-class LayerSensitivity:
+class LayerSensitivity(Record):
     """``value``: the metric with only ``node`` in float; ``gain_pct``: drop of all-INT8 minus that drop."""
 
     node: str
@@ -37,21 +36,55 @@ class LayerSensitivity:
     gain_pct: float | None
     rank: int | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Candidate:
+class Candidate(Record):
     float_nodes: tuple[str, ...]
     value: float
     drop_pct: float
     meets_budget: bool
-    seconds: float
+    seconds: float  # to the millisecond
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"float_nodes": list(self.float_nodes), "value": self.value, "drop_pct": self.drop_pct,
-                "meets_budget": self.meets_budget, "seconds": round(self.seconds, 3)}
+
+@dataclass(frozen=True)
+class FloatLayer(Record):
+    """A layer the written model keeps in float, its sensitivity (when measured) and why it stays."""
+
+    node: str
+    op_type: str | None
+    sensitivity_gain_pct: float | None
+    sensitivity_rank: int | None
+    reason: str
+
+
+#: Why a layer stays in float when nothing more specific is known.
+KEPT_BY_BEST = "kept in float by the best candidate found"
+
+
+def float_layers(nodes: Sequence[str], ranked: Sequence[LayerSensitivity],
+                 reasons: Mapping[str, str] | None = None) -> tuple[FloatLayer, ...]:
+    """``nodes`` as :class:`FloatLayer` rows, with their sensitivity from ``ranked`` where measured."""
+    gains = {r.node: r for r in ranked}
+    reasons = reasons or {}
+    rows = []
+    for node in nodes:
+        s = gains.get(node)
+        reason = reasons.get(node, KEPT_BY_BEST)
+        if s is None:
+            rows.append(FloatLayer(node, None, None, None, reason))
+        else:
+            rows.append(FloatLayer(node, s.op_type, s.gain_pct, s.rank, reason))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
+class SearchResult(Record):
+    """How the budgeted search ended and every candidate it scored (the all-INT8 baseline first)."""
+
+    stopped: Stopped
+    candidates: int
+    history: tuple[Candidate, ...]
+    time_budget_s: float
 
 
 class OutOfTime(Exception):
@@ -95,7 +128,8 @@ class Explorer:
         self.build(path, sorted(key))
         value = self.score(path)
         drop = drop_pct(self.reference, value, self.higher_is_better)
-        cand = Candidate(tuple(sorted(key)), value, drop, self.meets(drop), time.monotonic() - start)
+        seconds = round(time.monotonic() - start, 3)
+        cand = Candidate(tuple(sorted(key)), value, drop, self.meets(drop), seconds)
         self._cache[key] = cand
         self.history.append(cand)
         if self.best is None or _better(cand, self.best):
@@ -120,9 +154,9 @@ def sensitivities(explorer: Explorer, nodes: Sequence[tuple[str, str]], base: Ca
     measured: dict[str, Candidate] = {}
     try:
         for i, (name, _op) in enumerate(nodes):
-            explorer.progress(f"sensitivity: {name}", i, len(nodes))
+            explorer.progress(f"sensitivity: {name}", done=i, total=len(nodes))
             measured[name] = explorer.evaluate([name])
-        explorer.progress("sensitivity", len(nodes), len(nodes))
+        explorer.progress("sensitivity", done=len(nodes), total=len(nodes))
     except OutOfTime:
         pass
     rows = []
@@ -143,36 +177,36 @@ def sensitivities(explorer: Explorer, nodes: Sequence[tuple[str, str]], base: Ca
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    float_layers: list[dict[str, Any]]
-    stopped: str  # "budget met", "no layer set meets the budget", "time budget", "interrupted"
+    float_layers: tuple[FloatLayer, ...]
+    stopped: Stopped
     candidates: int
 
 
 def budget_search(explorer: Explorer, ranked: Sequence[LayerSensitivity], base: Candidate) -> SearchOutcome:
     """Shortest sensitivity-ordered prefix kept in float that meets the budget, then pruned."""
     order = [r.node for r in ranked]
-    gains = {r.node: r for r in ranked}
     reasons: dict[str, str] = {}
-    stopped = "budget met"
+    stopped: Stopped = "budget met"
     chosen: list[str] = []
     try:
         if base.meets_budget:
-            return SearchOutcome([], "budget met by all-INT8", len(explorer.history))
+            return SearchOutcome((), "budget met by all-INT8", len(explorer.history))
         # 1. grow the prefix geometrically until the budget is met
         lo, hi, k = 0, None, 1
         while k <= len(order):
-            explorer.progress(f"search: {k} most sensitive layers in float", k, len(order))
+            explorer.progress(f"search: {k} most sensitive layers in float", done=k, total=len(order))
             if explorer.evaluate(order[:k]).meets_budget:
                 hi = k
                 break
             lo = k
             k = len(order) if k < len(order) < 2 * k else 2 * k
         if hi is None:
-            return SearchOutcome(_describe(explorer, gains, {}), "no layer set meets the budget", len(explorer.history))
+            return SearchOutcome(_describe(explorer, ranked, {}), "no layer set meets the budget",
+                                 len(explorer.history))
         # 2. bisect to the shortest prefix
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            explorer.progress(f"search: {mid} most sensitive layers in float", mid, len(order))
+            explorer.progress(f"search: {mid} most sensitive layers in float", done=mid, total=len(order))
             if explorer.evaluate(order[:mid]).meets_budget:
                 hi = mid
             else:
@@ -184,7 +218,7 @@ def budget_search(explorer: Explorer, ranked: Sequence[LayerSensitivity], base: 
         for i, node in enumerate(reversed(list(chosen))):
             if len(chosen) <= 1:
                 break
-            explorer.progress(f"prune: try {node} in INT8", i, hi)
+            explorer.progress(f"prune: try {node} in INT8", done=i, total=hi)
             trial = [n for n in chosen if n != node]
             cand = explorer.evaluate(trial)
             if cand.meets_budget:
@@ -196,19 +230,10 @@ def budget_search(explorer: Explorer, ranked: Sequence[LayerSensitivity], base: 
         stopped = "time budget"
     except KeyboardInterrupt:
         stopped = "interrupted"
-    return SearchOutcome(_describe(explorer, gains, reasons), stopped, len(explorer.history))
+    return SearchOutcome(_describe(explorer, ranked, reasons), stopped, len(explorer.history))
 
 
-def _describe(explorer: Explorer, gains: dict[str, LayerSensitivity], reasons: dict[str, str]) -> list[dict[str, Any]]:
+def _describe(explorer: Explorer, ranked: Sequence[LayerSensitivity],
+              reasons: dict[str, str]) -> tuple[FloatLayer, ...]:
     best = explorer.best
-    out = []
-    for node in best.float_nodes if best else ():
-        s = gains.get(node)
-        out.append({
-            "node": node,
-            "op_type": s.op_type if s else None,
-            "sensitivity_gain_pct": s.gain_pct if s else None,
-            "sensitivity_rank": s.rank if s else None,
-            "reason": reasons.get(node, "kept in float by the best candidate found"),
-        })
-    return out
+    return float_layers(best.float_nodes if best else (), ranked, reasons)
