@@ -89,7 +89,7 @@ def bench_model(name: str, rounds: int, iters: int, threads: int) -> dict:
         for k, s in sessions.items():
             per_round[k].append(time_round(s, feed, iters))
     row = {"model": name, "build_s": {"onnxslim": round(slim_s, 2), "zhisuan": round(ours_s, 2)},
-           "verified_max_abs_error": result.verification["worst"]["max_abs_error"]}
+           "verified_max_abs_error": result.verification.worst.max_abs_error}
     for k, m in variants.items():
         lat = per_round[k]
         row[k] = {

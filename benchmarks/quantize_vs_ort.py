@@ -55,9 +55,10 @@ def _ort_default(src: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> No
 
 
 def _timing_feed(name: str) -> dict[str, np.ndarray]:
-    from zhisuan.quantize.calibration import METRIC_SEED, zoo_feeds
+    from zhisuan import zoo
+    from zhisuan.inputs import METRIC_SEED
 
-    feeds = zoo_feeds(name, batches=4, seed=METRIC_SEED)
+    feeds = zoo.get(name).realistic_inputs("calib", batches=4, seed=METRIC_SEED)
     if feeds is None:
         raise SystemExit(f"no realistic inputs for {name}")
     if name == "gpt2-small":
@@ -72,9 +73,9 @@ def _batch(feed: dict[str, np.ndarray]) -> int:
 
 def _throughput(paths: dict[str, tuple[Path, str]], feed: dict[str, np.ndarray], rounds: int,
                 runs: int) -> dict[str, dict[str, float]]:
-    from zhisuan.quantize.metrics import Runner
+    from zhisuan.quantize.metrics import scoring_runtime
 
-    runners = {k: Runner(p, 2, backend) for k, (p, backend) in paths.items()}
+    runners = {k: scoring_runtime(p, 2, backend) for k, (p, backend) in paths.items()}
     for r in runners.values():
         r.run(feed)
     times: dict[str, list[float]] = {k: [] for k in paths}
@@ -107,8 +108,8 @@ def _resized(feed: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
 def bench(name: str, work: Path, rounds: int, runs: int, search: bool, openvino: bool,
           batch_sizes: list[int] | None = None, zoo_budget_s: float = 300.0) -> dict[str, Any]:
     from zhisuan import zoo
+    from zhisuan.inputs import CALIB_SEED
     from zhisuan.quantize import QuantizeConfig, quantize_model
-    from zhisuan.quantize.calibration import CALIB_SEED, zoo_feeds
 
     logging.getLogger().setLevel(logging.ERROR)
     load_before = os.getloadavg()
@@ -118,7 +119,7 @@ def bench(name: str, work: Path, rounds: int, runs: int, search: bool, openvino:
     out = work / f"{name}-ort.onnx"
     start = time.monotonic()
     try:
-        _ort_default(src, out, zoo_feeds(name, seed=CALIB_SEED))
+        _ort_default(src, out, zoo.get(name).realistic_inputs("calib", batches=8, seed=CALIB_SEED))
         paths["ort-default"] = (out, "onnxruntime")
         info["ort-default"] = {"seconds": time.monotonic() - start}
     except Exception as exc:  # reported, not hidden: ORT's defaults fail on some graphs
@@ -141,8 +142,9 @@ def bench(name: str, work: Path, rounds: int, runs: int, search: bool, openvino:
         paths[key] = (target, "onnxruntime")
         info[key] = {"seconds": time.monotonic() - start, "chosen": res.chosen,
                      "float_layers": len(res.float_layers),
-                     "selection": res.selection, "policy": res.policy,
-                     "stopped": res.search["stopped"] if res.search else None}
+                     "selection": res.selection.to_dict() if res.selection else None,
+                     "policy": res.policy.to_dict() if res.policy else None,
+                     "stopped": res.search.stopped if res.search else None}
     if openvino:
         paths["ov-fp32"] = (src, "openvino")
         if "zhisuan-int8" in paths:

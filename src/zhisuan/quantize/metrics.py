@@ -30,7 +30,7 @@ class Evaluator(Protocol):
     def __call__(self, path: Path) -> float: ...
 
 
-def _load(path: Path | str, threads: int = 2, backend: str = "onnxruntime") -> Runtime:
+def scoring_runtime(path: Path | str, threads: int = 2, backend: str = "onnxruntime") -> Runtime:
     """``path`` on ``backend`` with ``threads`` intra-op threads, as every score and timing here runs it."""
     from zhisuan.runtime import load_runtime
 
@@ -63,7 +63,7 @@ class OutputAgreement:
 
     def __post_init__(self) -> None:
         self.name = self.kind.value
-        with _load(self.float_path, self.threads, self.backend) as runtime:
+        with scoring_runtime(self.float_path, self.threads, self.backend) as runtime:
             self._ref = _outputs(runtime, self.feeds)
         if self.kind is MetricKind.TOP1 and self._score(self._ref) is None:
             raise UserError("--metric top1 needs a float output whose last axis has >= 2 classes")
@@ -86,7 +86,7 @@ class OutputAgreement:
         return float(np.mean(values)) if values else None
 
     def __call__(self, path: Path) -> float:
-        with _load(path, self.threads, self.backend) as runtime:
+        with scoring_runtime(path, self.threads, self.backend) as runtime:
             value = self._score(_outputs(runtime, self.feeds))
         if value is None:
             raise UserError(f"the model has no float outputs to score with --metric {self.name}")
@@ -170,7 +170,7 @@ def latency_ms(paths: dict[str, Path], feed: dict[str, np.ndarray], *, threads: 
     compete with the previous session's threads (interleaving run by run made every session but
     the first up to 2x slower here).
     """
-    runtimes = {k: _load(p, threads, backend) for k, p in paths.items()}
+    runtimes = {k: scoring_runtime(p, threads, backend) for k, p in paths.items()}
     times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
         for key, runtime in runtimes.items():
