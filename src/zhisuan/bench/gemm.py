@@ -11,8 +11,9 @@ tf32       -- (no TF32 on CPUs)                             ``torch.matmul``, TF
 fp16       ``torch.matmul`` float16 (slow when emulated)    ``torch.matmul`` float16
 bf16       ``torch.matmul`` bfloat16 (oneDNN)               ``torch.matmul`` bfloat16
 int8       ONNX Runtime ``MatMulInteger`` (u8 x s8 -> s32,  ``torch._int_mm`` (s8 x s8 -> s32)
-           MLAS, VNNI where present); ``torch._int_mm``
-           when ONNX Runtime is missing
+           MLAS, VNNI where present; 7-bit weights
+           without VNNI); ``torch._int_mm`` when ONNX
+           Runtime is missing
 fp8        -- (no FP8 GEMM on CPUs)                         ``torch._scaled_mm`` e4m3 (cc >= 8.9)
 =========  ===============================================  ======================================
 
@@ -22,6 +23,12 @@ repeats and its spread the min/median/max/cv of them. A precision the hardware l
 (FP16 on most CPUs) is still measured, at a size that fits the time budget, and says so.
 
 Throughput is in TFLOP/s (TOP/s for INT8) on every device, so reports compare directly.
+
+On an x86 CPU without VNNI, MLAS multiplies u8 by s8 with ``vpmaddubsw``, whose int16 pair sums
+saturate (255 x 127 x 2 > 32767), so full-range weights give wrong sums. The INT8 GEMM there
+uses 7-bit weights in [-64, 63] (what ONNX Runtime's quantizer does with ``reduce_range``, and
+what a model quantized for that CPU computes with): the same instructions at the same rate,
+exact sums, and the item says so (:func:`zhisuan.device.cpu.u8s8_saturates`).
 
 >>> from zhisuan.bench.gemm import measure_gemm_cpu
 >>> result = measure_gemm_cpu("fp32", size=256, repeats=3, threads=1, min_repeat_s=0.05)
@@ -155,9 +162,14 @@ def measure_gemm_cpu(
     warmup: int = 2,
     seed: int = 0,
     int8_backend: str = "auto",
+    int8_reduce_range: bool | None = None,
     device: Any = None,
 ) -> GemmResult:
-    """Dense GEMM throughput of ``precision`` on the host CPU with ``threads`` threads."""
+    """Dense GEMM throughput of ``precision`` on the host CPU with ``threads`` threads.
+
+    ``int8_reduce_range``: 7-bit INT8 weights for ONNX Runtime; ``None`` uses them where u8 x s8
+    saturates on this CPU (x86 without VNNI).
+    """
     import torch
 
     if precision not in CPU_PRECISIONS:
@@ -167,17 +179,19 @@ def measure_gemm_cpu(
     try:
         return _measure_gemm_cpu(torch, precision, size=size, repeats=repeats, threads=threads,
                                  min_repeat_s=min_repeat_s, warmup=warmup, seed=seed,
-                                 int8_backend=int8_backend, device=device)
+                                 int8_backend=int8_backend, int8_reduce_range=int8_reduce_range,
+                                 device=device)
     finally:
         torch.set_num_threads(before)
 
 
 def _measure_gemm_cpu(torch: Any, precision: str, *, size: int, repeats: int, threads: int, min_repeat_s: float,
-                      warmup: int, seed: int, int8_backend: str, device: Any) -> GemmResult:
+                      warmup: int, seed: int, int8_backend: str, int8_reduce_range: bool | None,
+                      device: Any) -> GemmResult:
     gen = torch.Generator().manual_seed(seed)
     if precision == "int8":
         return _int8_cpu(size=size, repeats=repeats, threads=threads, min_repeat_s=min_repeat_s,
-                         warmup=warmup, gen=gen, backend=int8_backend)
+                         warmup=warmup, gen=gen, backend=int8_backend, reduce_range=int8_reduce_range)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     native = _cpu_native(device, precision)
     operands: dict[int, tuple[Any, Any, Any]] = {}
@@ -275,7 +289,7 @@ def _cpu_blas(torch: Any, precision: str) -> str:
 
 
 def _int8_cpu(*, size: int, repeats: int, threads: int, min_repeat_s: float, warmup: int, gen: Any,
-              backend: str) -> GemmResult:
+              backend: str, reduce_range: bool | None) -> GemmResult:
     import torch
 
     if backend not in ("auto", "onnxruntime", "torch"):
@@ -288,7 +302,7 @@ def _int8_cpu(*, size: int, repeats: int, threads: int, min_repeat_s: float, war
                 raise UserError("onnxruntime is not installed (pip install onnxruntime)") from None
         else:
             return _int8_onnxruntime(size=size, repeats=repeats, threads=threads, min_repeat_s=min_repeat_s,
-                                     warmup=warmup, gen=gen)
+                                     warmup=warmup, gen=gen, reduce_range=reduce_range)
     a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
     b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
     samples, per_repeat = time_repeats(lambda: torch._int_mm(a, b), ops_per_step=2.0 * size**3,
@@ -300,13 +314,21 @@ def _int8_cpu(*, size: int, repeats: int, threads: int, min_repeat_s: float, war
     )
 
 
+REDUCED_RANGE_NOTE = "s8 weights in [-64, 63] (reduce_range): u8 x s8 saturates without VNNI"
+
+
 def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: float, warmup: int,
-                      gen: Any) -> GemmResult:
+                      gen: Any, reduce_range: bool | None) -> GemmResult:
     import numpy as np
     import torch
     from onnx import TensorProto, helper
 
+    from zhisuan.device.cpu import host_u8s8_saturates
     from zhisuan.runtime import load_runtime
+
+    if reduce_range is None:
+        reduce_range = host_u8s8_saturates()
+    low, high = (-64, 64) if reduce_range else (-128, 128)
 
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8_gemm",
@@ -318,7 +340,7 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
     runtime = load_runtime(model, "onnxruntime", intra_op_threads=threads, inter_op_threads=1)
     session = runtime.session
     a = torch.randint(0, 256, (size, size), dtype=torch.uint8, generator=gen).numpy()
-    b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen).numpy()
+    b = torch.randint(low, high, (size, size), dtype=torch.int8, generator=gen).numpy()
     y = np.empty((size, size), dtype=np.int32)
     # bind inputs and a preallocated output, so each step is the GEMM and not a 16 MB allocation
     binding = session.io_binding()
@@ -330,11 +352,18 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
     probe = slice(0, min(size, 64))
     expected = a[probe].astype(np.int64) @ b[:, probe].astype(np.int64)
     if not np.array_equal(y[probe, probe], expected):
-        raise UserError("ONNX Runtime MatMulInteger returned wrong results; the INT8 figure is not valid")
+        raise UserError(f"ONNX Runtime MatMulInteger returned wrong results (s8 weights in [{low}, {high - 1}]); "
+                        "the INT8 figure is not valid")
+    backend = "onnxruntime MatMulInteger (u8 x s8 -> s32, MLAS)"
+    weights = f"s8 weights in [{low}, {high - 1}]"
+    if reduce_range:
+        backend, weights = f"{backend}, 7-bit weights", REDUCED_RANGE_NOTE
     return GemmResult(
-        precision="int8", device="cpu", backend="onnxruntime MatMulInteger (u8 x s8 -> s32, MLAS)", size=size,
+        precision="int8", device="cpu", backend=backend, size=size,
         samples_tflops=tuple(s / 1e12 for s in samples), gemms_per_repeat=per_repeat, warmup=warmup,
-        details={"onnxruntime": runtime.info.version, "threads": threads, "checked": "64x64 block exact vs int64"},
+        notes=(REDUCED_RANGE_NOTE,) if reduce_range else (),
+        details={"onnxruntime": runtime.info.version, "threads": threads, "checked": "64x64 block exact vs int64",
+                 "weights": weights},
     )
 
 
