@@ -44,6 +44,7 @@ from zhisuan._io import atomic_write_json
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 Collective = Literal["all_reduce", "all_gather"]
 COLLECTIVES: tuple[str, ...] = ("all_reduce", "all_gather")
@@ -97,7 +98,7 @@ class SizePoint:
 
 
 @dataclass(frozen=True)
-class CollectiveResult:
+class CollectiveResult(Record):
     collective: str
     backend: str
     ranks: int
@@ -109,11 +110,6 @@ class CollectiveResult:
     @property
     def largest(self) -> SizePoint:
         return self.points[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"collective": self.collective, "backend": self.backend, "ranks": self.ranks,
-                "points": [p.to_dict() for p in self.points],
-                "largest_samples_gbps": list(self.largest_samples_gbps), "details": dict(self.details)}
 
 
 def summarize(collective: str, ranks: int, size: int, rank_times: Sequence[Sequence[float]]) -> tuple[SizePoint,

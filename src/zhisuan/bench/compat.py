@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from zhisuan.bench._process import exit_text
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
+from zhisuan.results import Record
 
 CLAUSE = "EV-8"
 CASE_STATUSES = ("pass", "not_supported", "run_error", "wrong_result", "crash")
@@ -118,16 +119,13 @@ def compare_outputs(expected: Sequence[Any], actual: Sequence[Any], *, rtol: flo
 
 
 @dataclass(frozen=True)
-class CaseInfo:
+class CaseInfo(Record):
     name: str
     op: str
     opset: int | None  # the default-domain opset the model imports
     rtol: float
     atol: float
     data_sets: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _type_kind(value_info: Any) -> str:
@@ -412,14 +410,11 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
 
 
 @dataclass(frozen=True)
-class CaseResult:
+class CaseResult(Record):
     case: str
     status: str  # one of CASE_STATUSES
     detail: str = ""
     seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def run_case(
@@ -589,7 +584,7 @@ def select_cases(names: Sequence[str], count: int | None, seed: int) -> list[str
 
 
 @dataclass(frozen=True)
-class ConformanceSummary:
+class ConformanceSummary(Record):
     backend: str
     version: str | None
     cases: int
@@ -605,7 +600,7 @@ class ConformanceSummary:
         return self.counts.get("pass", 0) / self.cases if self.cases else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "pass_rate": self.pass_rate}
+        return {**super().to_dict(), "pass_rate": self.pass_rate}
 
 
 def summarize_sweep(backend: str, version: str | None, infos: Mapping[str, CaseInfo],
@@ -675,7 +670,7 @@ def framework_table() -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class MatrixCell:
+class MatrixCell(Record):
     model: str
     runtime: str
     precision: str
@@ -688,9 +683,6 @@ class MatrixCell:
     @property
     def applicable(self) -> bool:
         return self.status != "n/a"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def zoo_feeds(name: str, specs: Sequence[Any], seed: int) -> dict[str, np.ndarray]:

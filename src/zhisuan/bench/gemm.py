@@ -51,6 +51,7 @@ from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.device.peak import PeakEstimate, theoretical_peak
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 CPU_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 GPU_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
@@ -61,7 +62,7 @@ MAX_SINGLE_S = 0.6
 
 
 @dataclass(frozen=True)
-class GemmResult:
+class GemmResult(Record):
     """Throughput samples of one precision: one per repeat, in TFLOP/s (TOP/s for int8)."""
 
     precision: str
@@ -89,12 +90,9 @@ class GemmResult:
         return 2.0 * self.size**3
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision, "device": self.device, "backend": self.backend, "size": self.size,
-            "samples_tflops": list(self.samples_tflops), "tflops": self.tflops, "unit": self.unit,
-            "gemms_per_repeat": self.gemms_per_repeat, "warmup": self.warmup, "native": self.native,
-            "notes": list(self.notes), "details": dict(self.details),
-        }
+        d = super().to_dict()
+        tail = {k: d.pop(k) for k in ("gemms_per_repeat", "warmup", "native", "notes", "details")}
+        return {**d, "tflops": self.tflops, "unit": self.unit, **tail}
 
 
 def time_repeats(

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from zhisuan.bench.loadgen import (
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, UserError
+from zhisuan.results import Record, plain
 
 __all__ = [
     "AccuracyResult",
@@ -151,7 +152,7 @@ def _samples(rt: Any, zoo: ZooData | None, *, data: str | Path | None, random: i
 
 
 @dataclass(frozen=True)
-class AccuracyResult:
+class AccuracyResult(Record):
     """The AccuracyOnly LoadGen pass: every sample once, responses scored by the zoo metric."""
 
     model: str
@@ -168,9 +169,6 @@ class AccuracyResult:
     max_drop: float
     duration_s: float
     log_dir: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _reference_score(name: str, threads: int | None) -> float:
@@ -235,14 +233,8 @@ class ModelBench:
         return next(r for r in self.results if r.scenario == scenario)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "runtime": self.runtime,
-            "calibration": self.calibration,
-            "load_s": self.load_s,
-            "results": [r.to_dict() for r in self.results],
-            "accuracy": self.accuracy.to_dict() if self.accuracy else None,
-        }
+        # ``windows`` (the energy windows, for the items) stays out of the record
+        return {k: plain(getattr(self, k)) for k in ("model", "runtime", "calibration", "load_s", "results", "accuracy")}
 
 
 def bench_scenarios(

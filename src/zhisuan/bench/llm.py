@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import InternalError, UserError
+from zhisuan.results import Record
 
 __all__ = [
     "KvDecoder",
@@ -138,7 +139,7 @@ def _stats(raw: Sequence[float | None], scale: float) -> dict[str, float | int]:
 
 
 @dataclass(frozen=True)
-class TokenMetrics:
+class TokenMetrics(Record):
     """Token latency figures of a set of requests (see the module docstring for definitions)."""
 
     requests: int
@@ -155,11 +156,6 @@ class TokenMetrics:
     requests_per_s: float
     per_request: tuple[dict[str, Any], ...] = ()
     definitions: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["per_request"] = list(self.per_request)
-        return d
 
 
 DEFINITIONS = {
@@ -334,7 +330,7 @@ def measure_requests(
 
 
 @dataclass(frozen=True)
-class LlmLoadGenResult:
+class LlmLoadGenResult(Record):
     """A LoadGen run of LLM requests with ``use_token_latencies``: LoadGen's own TTFT/TPOT/tokens/s."""
 
     scenario: str
@@ -351,11 +347,6 @@ class LlmLoadGenResult:
     log_dir: str | None
     early_stopping: str | None
     duration_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["attempts"] = list(self.attempts)
-        return d
 
 
 class _TokenSut:

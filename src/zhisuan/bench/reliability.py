@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ from zhisuan.bench._process import exit_text
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 CLAUSE = "EV-9"
 MAX_DRIFT = -0.10  # a throughput drop of more than 10% from the first to the last window fails
@@ -119,7 +120,7 @@ def model_job(device: Any, *, threads: int, batch: int, seed: int) -> ModelJob:
 
 
 @dataclass(frozen=True)
-class LoadWindow:
+class LoadWindow(Record):
     start_s: float  # time.time() at the window start
     end_s: float
     samples: int
@@ -129,9 +130,12 @@ class LoadWindow:
     def samples_per_s(self) -> float:
         return self.samples / (self.end_s - self.start_s) if self.end_s > self.start_s else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "samples_per_s": self.samples_per_s}
+
 
 @dataclass(frozen=True)
-class SustainedResult:
+class SustainedResult(Record):
     duration_s: float
     windows: tuple[LoadWindow, ...]
     calls: int
@@ -154,10 +158,9 @@ class SustainedResult:
         return throughput_drift(rates) if len(rates) >= 2 else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"duration_s": self.duration_s, "calls": self.calls, "exceptions": self.exceptions,
-                "wrong_outputs": self.wrong_outputs, "first_errors": list(self.first_errors),
-                "samples_per_s": self.samples_per_s, "drift": self.drift,
-                "windows": [{**asdict(w), "samples_per_s": w.samples_per_s} for w in self.windows]}
+        d = super().to_dict()
+        windows = d.pop("windows")  # last, after the figures computed from them
+        return {**d, "samples_per_s": self.samples_per_s, "drift": self.drift, "windows": windows}
 
 
 def throughput_drift(rates: Sequence[float]) -> float:
@@ -247,7 +250,7 @@ class HistoryReader:
 
 
 @dataclass(frozen=True)
-class ThrottleResult:
+class ThrottleResult(Record):
     clock_domain: str | None
     window_median_mhz: tuple[float | None, ...]
     window_max_temperature_c: tuple[float | None, ...]
@@ -261,7 +264,7 @@ class ThrottleResult:
         return None if self.clock_ratio is None else self.clock_ratio < MIN_CLOCK_RATIO
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "throttled": self.throttled}
+        return {**super().to_dict(), "throttled": self.throttled}
 
 
 def throttling_from_history(points: Sequence[tuple[float, Any]], windows: Sequence[LoadWindow],
@@ -301,7 +304,7 @@ def throttling_from_history(points: Sequence[tuple[float, Any]], windows: Sequen
 
 
 @dataclass(frozen=True)
-class DeterminismResult:
+class DeterminismResult(Record):
     runs: int
     identical_runs: int  # bitwise equal to the first run
     max_abs_diff: float
@@ -314,7 +317,7 @@ class DeterminismResult:
         return self.identical_runs == self.runs and self.identical_sessions == self.sessions
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "deterministic": self.deterministic}
+        return {**super().to_dict(), "deterministic": self.deterministic}
 
 
 def _diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> tuple[bool, float]:
@@ -359,7 +362,7 @@ def check_determinism(
 
 
 @dataclass(frozen=True)
-class SdcResult:
+class SdcResult(Record):
     size: int
     repeats: int
     elements_checked: int
@@ -369,9 +372,6 @@ class SdcResult:
     max_abs_error: float
     max_error_over_bound: float  # the largest |error| / bound (< 1 is within the bound)
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def gemm_sdc(*, size: int, repeats: int, device: Any = None, seed: int = 0,
@@ -435,7 +435,7 @@ def _fp32_matmul() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class RecoveryCase:
+class RecoveryCase(Record):
     failure: str
     failed_as_expected: bool
     error: str
@@ -448,7 +448,7 @@ class RecoveryCase:
         return self.failed_as_expected and self.next_job_ok
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "recovered": self.recovered}
+        return {**super().to_dict(), "recovered": self.recovered}
 
 
 def failing_onnx_model() -> bytes:

@@ -36,7 +36,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from zhisuan._child import child_command, child_env
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import ChecksumError, UserError
+from zhisuan.results import Record
 
 CLAUSE = "EV-10"
 PATTERN = 0x5A5A_C0DE_D00D_F00D  # below 2**63, so it also fits a signed int64 CUDA tensor
@@ -100,7 +101,7 @@ def run_probe(mode: str, kind: str, index: int, sizes: Sequence[int], word: int,
 
 
 @dataclass(frozen=True)
-class ResidueResult:
+class ResidueResult(Record):
     kind: str
     size_bytes: int
     filled_bytes: int  # the first job's own count: proves the pattern was really written
@@ -112,7 +113,7 @@ class ResidueResult:
         return sum(self.cross_job.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "leaked_bytes": self.leaked_bytes}
+        return {**super().to_dict(), "leaked_bytes": self.leaked_bytes}
 
 
 def memory_residue(kind: str, index: int, *, size_bytes: int, word: int,
@@ -143,14 +144,11 @@ def _size_label(size: int) -> str:
 
 
 @dataclass(frozen=True)
-class TamperCase:
+class TamperCase(Record):
     what: str
     refused: bool  # the tampered bytes were refused (never parsed)
     control_ok: bool  # the intact file was accepted, so the check is not vacuous
     detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @contextlib.contextmanager
@@ -263,26 +261,19 @@ class _Payload:
 
 
 @dataclass(frozen=True)
-class LoaderAttempt:
+class LoaderAttempt(Record):
     loader: str
     file: str
     refused: bool
     error: str
     marker_created: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class UnpickleResult:
+class UnpickleResult(Record):
     attempts: tuple[LoaderAttempt, ...]
     marker_created: bool  # by any zhisuan loader
     payload_live: bool  # the control (plain pickle.load in a child) did write its marker
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"attempts": [a.to_dict() for a in self.attempts], "marker_created": self.marker_created,
-                "payload_live": self.payload_live}
 
 
 def write_payloads(directory: Path, marker: Path) -> dict[str, Path]:

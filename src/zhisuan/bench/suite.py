@@ -47,6 +47,7 @@ from zhisuan.bench.schema import (
 )
 from zhisuan.bench.tasks import SUITES, EvalContext, Task, import_errors, registered_tasks
 from zhisuan.errors import InternalError, UserError, ZhisuanError
+from zhisuan.results import Record
 
 DEFAULT_OUT_DIR = Path("zhisuan-report")
 DEFAULT_EST_S = 10.0  # a task that gives no estimate for the suite
@@ -57,7 +58,7 @@ TELEMETRY_POINTS = 600  # the report keeps at most this many telemetry points (b
 
 
 @dataclass(frozen=True)
-class SuiteConfig:
+class SuiteConfig(Record):
     """What ``zhisuan evaluate`` was asked for.
 
     ``device``: a selector as in ``zhisuan device list`` (``cpu:0``, ``cuda:0``, ``1``, a name
@@ -75,13 +76,6 @@ class SuiteConfig:
     only: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     telemetry: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "suite": self.suite, "device": self.device, "out_dir": str(self.out_dir), "resume": self.resume,
-            "threads": self.threads, "seed": self.seed, "only": list(self.only), "command": list(self.command),
-            "telemetry": self.telemetry,
-        }
 
 
 EventKind = Literal["suite_start", "task_start", "task_progress", "task_end", "writing", "suite_end"]

@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from zhisuan._child import child_command, child_env
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
+from zhisuan.results import Record
 
 CLAUSE = "EV-6"
 TARGET_ACCURACY = 0.95
@@ -105,7 +106,7 @@ def build_model() -> Any:
 
 
 @dataclass(frozen=True)
-class ModelFlops:
+class ModelFlops(Record):
     """FLOPs per sample counted by ``FlopCounterMode`` (multiply and add = 2 FLOPs)."""
 
     forward: int
@@ -117,7 +118,7 @@ class ModelFlops:
         return 3 * self.forward
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "training_3x_forward": self.training}
+        return {**super().to_dict(), "training_3x_forward": self.training}
 
 
 def count_flops(model: Any, device: Any, batch: int = 8) -> ModelFlops:
@@ -185,7 +186,7 @@ class EpochPoint:
 
 
 @dataclass(frozen=True)
-class TimeToTrain:
+class TimeToTrain(Record):
     """One MLPerf-style run: ``seconds`` is None when the target was not reached."""
 
     seconds: float | None
@@ -205,7 +206,7 @@ class TimeToTrain:
         return self.train_samples / self.train_s if self.train_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reached": self.reached, "samples_per_s": self.samples_per_s}
+        return {**super().to_dict(), "reached": self.reached, "samples_per_s": self.samples_per_s}
 
 
 def time_to_train(
@@ -390,7 +391,7 @@ def scaling_efficiency(throughput_1: Sequence[float], throughput_n: Sequence[flo
 
 
 @dataclass(frozen=True)
-class DdpConfig:
+class DdpConfig(Record):
     world_size: int
     backend: str  # "gloo" or "nccl"
     device_kind: str  # "cpu" or "cuda"
@@ -402,20 +403,13 @@ class DdpConfig:
     seed: int = 0
     timeout_s: float = 180.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DdpRun:
+class DdpRun(Record):
     config: DdpConfig
     samples_per_s: tuple[float, ...]  # per window, all processes together
     wall_s: float  # process start to exit
     per_rank_s: tuple[float, ...] = field(default=())  # each rank's total timed seconds
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "samples_per_s": list(self.samples_per_s),
-                "wall_s": self.wall_s, "per_rank_s": list(self.per_rank_s)}
 
 
 _RANK = "zhisuan.bench.children.training_ddp_rank"  # one worker process per rank

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from zhisuan.bench.loadgen.plan import LoadGenSettings, ScenarioPlan
 from zhisuan.bench.loadgen.sut import BatchRunner, Progress, _no_progress, run_loadgen
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 __all__ = [
     "BATCH_SIZES",
@@ -37,7 +38,7 @@ PROBE_MAX_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
-class BatchTiming:
+class BatchTiming(Record):
     """Wall time of one batch size, measured around the same call the SUT makes."""
 
     batch: int
@@ -58,7 +59,7 @@ class BatchTiming:
         return self.batch * 1e3 / self.min_ms
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "samples_per_s": self.samples_per_s, "peak_samples_per_s": self.peak_samples_per_s}
+        return {**super().to_dict(), "samples_per_s": self.samples_per_s, "peak_samples_per_s": self.peak_samples_per_s}
 
 
 @dataclass(frozen=True)

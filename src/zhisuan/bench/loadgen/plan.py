@@ -10,11 +10,12 @@ INVALID run.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from zhisuan.bench.loadgen.mllog import LoadGenSummary, _queries_needed
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 if TYPE_CHECKING:  # the calibration runs a LoadGen probe with a plan, so it imports this module
     from zhisuan.bench.loadgen.calibration import Calibration
@@ -78,7 +79,7 @@ EXPECTED_LATENCY_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
-class LoadGenSettings:
+class LoadGenSettings(Record):
     """The ``mlperf_loadgen.TestSettings`` fields zhisuan sets; everything else is LoadGen's default."""
 
     scenario: str
@@ -127,11 +128,11 @@ class LoadGenSettings:
         return ts
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in super().to_dict().items() if v is not None}
 
 
 @dataclass(frozen=True)
-class ScenarioPlan:
+class ScenarioPlan(Record):
     """LoadGen settings plus how the SUT batches, and why (``notes``)."""
 
     settings: LoadGenSettings
@@ -139,10 +140,6 @@ class ScenarioPlan:
     max_delay_ms: float = 0.0  # Server: how long a worker waits to fill a batch
     expected_duration_s: float = 0.0
     notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings.to_dict(), "batch": self.batch, "max_delay_ms": self.max_delay_ms,
-                "expected_duration_s": self.expected_duration_s, "notes": list(self.notes)}
 
 
 def _ms_to_ns(ms: float) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from zhisuan.bench.loadgen.calibration import Calibration
 from zhisuan.bench.loadgen.plan import adjust_plan, plan_scenario
 from zhisuan.bench.loadgen.sut import BatchRunner, LoadGenRun, Progress, _no_progress, run_loadgen
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 __all__ = ["OFFICIAL_NOTE", "BenchResult", "run_scenario"]
 
@@ -29,7 +30,7 @@ OFFICIAL_NOTE = (
 
 
 @dataclass(frozen=True)
-class BenchResult:
+class BenchResult(Record):
     """One LoadGen scenario on one model: the figures, the settings behind them and how they were chosen.
 
     ``samples_per_s`` is the scenario's throughput (see
@@ -64,12 +65,6 @@ class BenchResult:
     notes: tuple[str, ...] = ()
     official: bool = False
     accuracy: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["attempts"] = list(self.attempts)
-        d["notes"] = list(self.notes)
-        return d
 
 
 def run_scenario(
