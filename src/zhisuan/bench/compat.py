@@ -53,6 +53,7 @@ from zhisuan.bench._process import exit_text
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record
 
 CLAUSE = "EV-8"
@@ -555,7 +556,7 @@ class BackendSweep:
             self._log = None
 
 
-def run_sweeps(sweeps: Sequence[BackendSweep], *, progress: Callable[[int, int], None] | None = None,
+def run_sweeps(sweeps: Sequence[BackendSweep], *, progress: Progress = no_progress,
                total_timeout_s: float | None = None, poll_s: float = 0.05) -> None:
     """Drive every sweep side by side until all are done (or the total deadline passes)."""
     deadline = time.monotonic() + total_timeout_s if total_timeout_s else None
@@ -563,8 +564,7 @@ def run_sweeps(sweeps: Sequence[BackendSweep], *, progress: Callable[[int, int],
     try:
         while True:
             finished = [s.poll() for s in sweeps]
-            if progress is not None:
-                progress(sum(len(s.results) for s in sweeps), total)
+            progress("running node test cases", done=sum(len(s.results) for s in sweeps), total=total)
             if all(finished):
                 return
             if deadline is not None and time.monotonic() > deadline:
@@ -840,7 +840,7 @@ def measure_operator_conformance(ctx: EvalContext) -> list[Item]:
 
     statuses = {s.name: s for s in backend_status()}
     count = ctx.pick(quick=300, standard=900, full=None)
-    ctx.progress(0, 1, "collecting onnx's node test cases (once per onnx version)")
+    ctx.progress("collecting onnx's node test cases (once per onnx version)", done=0, total=1)
     store = case_store()
     infos = {c.name: c for c in read_index(store)}
     chosen = select_cases(list(infos), count, ctx.seed)
@@ -864,7 +864,7 @@ def measure_operator_conformance(ctx: EvalContext) -> list[Item]:
             continue
         sweeps.append(BackendSweep(backend, store, chosen, _work_dir(ctx, f"ev8-{backend}"), device=device))
     t0 = time.monotonic()
-    run_sweeps(sweeps, progress=lambda done, total: ctx.progress(done, total, "running node test cases"),
+    run_sweeps(sweeps, progress=ctx.progress,
                total_timeout_s=ctx.pick(quick=240, standard=900, full=3600))
     seconds = time.monotonic() - t0
     import onnx
@@ -897,7 +897,7 @@ def measure_operator_conformance(ctx: EvalContext) -> list[Item]:
         items.append(Item.measured(
             f"EV-8.onnx.{sweep.backend}", CLAUSE, f"ONNX operator conformance, {sweep.backend}",
             value=100.0 * summary.pass_rate, unit="%", method=method, repeats=1, details=details))
-    ctx.progress(1, 1, "done")
+    ctx.progress("done", done=1, total=1)
     return items
 
 
@@ -914,7 +914,7 @@ def measure_zoo_matrix(ctx: EvalContext) -> list[Item]:
     all_cells: list[MatrixCell] = []
     try:
         for i, name in enumerate(names):
-            ctx.progress(i, len(names), f"{name}: every runtime and precision")
+            ctx.progress(f"{name}: every runtime and precision", done=i, total=len(names))
             try:
                 cells = run_matrix_model(name, device=device, device_kind=kind, threads=ctx.threads,
                                          seed=ctx.seed, work_dir=work)
@@ -926,7 +926,7 @@ def measure_zoo_matrix(ctx: EvalContext) -> list[Item]:
             items.append(_model_item(name, cells, device))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ctx.progress(len(names), len(names), "frameworks")
+    ctx.progress("frameworks", done=len(names), total=len(names))
     if all_cells:
         applicable = [c for c in all_cells if c.applicable]
         ok = sum(c.status == "match" for c in applicable)

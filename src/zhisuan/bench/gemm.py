@@ -509,7 +509,7 @@ def measure_gemm(ctx: EvalContext) -> list[Item]:
     items: list[Item] = []
     interval = float(getattr(ctx.sampler, "interval_s", 0.0) or 0.0)
     for i, precision in enumerate(ALL_PRECISIONS):
-        ctx.progress(i, len(ALL_PRECISIONS), f"GEMM {_NAMES[precision]}")
+        ctx.progress(f"GEMM {_NAMES[precision]}", done=i, total=len(ALL_PRECISIONS))
         if precision not in precisions:
             items.append(_skip(precision, _unsupported(device.kind, precision)))
             continue
@@ -539,7 +539,7 @@ def measure_gemm(ctx: EvalContext) -> list[Item]:
         items.append(gemm_item(result, theoretical_peak(device, precision, cores=cores)))
         if precision == "fp32":
             items.extend(energy_items("EV-7.gemm.fp32", result.tflops * 1e3, "GFLOP/s", window.reading))
-    ctx.progress(len(ALL_PRECISIONS), len(ALL_PRECISIONS), "GEMM done")
+    ctx.progress("GEMM done", done=len(ALL_PRECISIONS), total=len(ALL_PRECISIONS))
     return items
 
 

@@ -42,6 +42,7 @@ from zhisuan.bench.loadgen import (
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record, plain
 
 __all__ = [
@@ -53,16 +54,10 @@ __all__ = [
     "zoo_data",
 ]
 
-Progress = Callable[[float, float, str], None]
-
 #: Random samples made for a model without an evaluation set when neither --data nor --random is given.
 DEFAULT_RANDOM_SAMPLES = 64
 #: An accuracy more than this far (absolute) below the zoo's FP32 score fails.
 MAX_ACCURACY_DROP = 0.01
-
-
-def _no_progress(done: float, total: float, text: str = "") -> None:
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +180,7 @@ def check_accuracy(
     reference: float | None,
     reference_source: str,
     log_dir: str | Path | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> AccuracyResult:
     """Run LoadGen's AccuracyOnly mode (Offline) over ``data``'s samples and score the responses."""
     from zhisuan.bench.loadgen import LoadGenSettings, ScenarioPlan
@@ -258,7 +253,7 @@ def bench_scenarios(
     accuracy: bool = False,
     seed: int = 0,
     window: Callable[[str], AbstractContextManager[Any] | None] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> ModelBench:
     """Calibrate ``model`` once and run each of ``scenarios`` under LoadGen (see :func:`bench_model`).
 
@@ -283,12 +278,13 @@ def bench_scenarios(
     phases = 1 + len(scenarios) + (1 if accuracy else 0)
 
     def phase(k: int) -> Progress:
-        def report(done: float, total: float, text: str = "") -> None:
-            progress(k + (min(done / total, 1.0) if total else 0.0), phases, text)
+        def report(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+            part = min(done / total, 1.0) if done is not None and total else 0.0
+            progress(text, done=k + part, total=phases)
 
         return report
 
-    progress(0, phases, f"loading {model} on {runtime}")
+    progress(f"loading {model} on {runtime}", done=0, total=phases)
     t0 = time.perf_counter()
     rt, zoo_name = _load(model, runtime, precision=precision, device=device, threads=threads,
                          spin=not no_spinning(runtime, device, scenarios, threads))
@@ -327,7 +323,7 @@ def bench_scenarios(
             )
             results = [replace(r, accuracy=acc.to_dict()) for r in results]
         info = rt.info.to_dict()
-    progress(phases, phases, f"{model}: done")
+    progress(f"{model}: done", done=phases, total=phases)
     return ModelBench(model, tuple(results), acc, info, cal.to_dict(), load_s, windows)
 
 
@@ -354,7 +350,7 @@ def bench_model(
     log_dir: str | Path | None = None,
     accuracy: bool = False,
     seed: int = 0,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> BenchResult:
     """Benchmark ``model`` (ONNX file or zoo name) in one LoadGen scenario, auto-calibrated.
 
@@ -615,7 +611,7 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
     lg_scenario = ctx.pick(quick="offline", standard="singlestream", full="singlestream")
     lg_duration = ctx.pick(quick=2.0, standard=10.0, full=60.0)
     total_steps = len(concurrencies) + 2
-    ctx.progress(0, total_steps, f"{name}: loading")
+    ctx.progress(f"{name}: loading", done=0, total=total_steps)
     path = zoo.model_path(name)
     prompts = gpt2_prompts(requests, prompt_len, seed=ctx.seed)
     items: list[Item] = []
@@ -629,7 +625,7 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
                 f"{info.intra_op_threads} intra-op threads")
         median_request_s = None
         for k, concurrency in enumerate(concurrencies, start=1):
-            ctx.progress(k, total_steps, f"{name}: {requests} requests at concurrency {concurrency}")
+            ctx.progress(f"{name}: {requests} requests at concurrency {concurrency}", done=k, total=total_steps)
             metrics, _ = measure_requests(rt, prompts, new_tokens, concurrency=concurrency)
             sub = prefix if concurrency == 1 else f"{prefix}.concurrency{concurrency}"
             label = name if concurrency == 1 else f"{name} (concurrency {concurrency})"
@@ -637,12 +633,12 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
             if concurrency == 1:
                 median_request_s = float(metrics.e2e_latency_ms["p50"]) / 1e3
         assert median_request_s is not None
-        ctx.progress(total_steps - 1, total_steps, f"{name}: LoadGen {lg_scenario} with token latencies")
+        ctx.progress(f"{name}: LoadGen {lg_scenario} with token latencies", done=total_steps - 1, total=total_steps)
         lg = loadgen_token_run(rt, list(prompts), new_tokens, request_s=median_request_s, scenario=lg_scenario,
                                min_duration_s=lg_duration, log_dir=Path(ctx.work_dir) / f"loadgen-{name}",
                                seed=ctx.seed)
     items.extend(_llm_loadgen_items(lg, f"{prefix}.loadgen.{lg_scenario}", name, base))
-    ctx.progress(total_steps, total_steps, f"{name}: done")
+    ctx.progress(f"{name}: done", done=total_steps, total=total_steps)
     return items
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from zhisuan.errors import InternalError, UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record
 
 __all__ = [
@@ -53,13 +54,6 @@ __all__ = [
     "stats_ms",
     "summarize_requests",
 ]
-
-Progress = Callable[[float, float, str], None]
-
-
-def _no_progress(done: float, total: float, text: str = "") -> None:
-    return None
-
 
 @dataclass(frozen=True)
 class RequestTrace:
@@ -276,7 +270,7 @@ def measure_requests(
     max_new_tokens: int,
     *,
     concurrency: int = 1,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> tuple[TokenMetrics, list[RequestTrace]]:
     """Run every prompt as one streamed request, ``concurrency`` at a time (client threads).
 
@@ -312,7 +306,7 @@ def measure_requests(
                 return
             with lock:
                 traces[i] = trace
-                progress(len(traces), total, f"LLM requests (concurrency {concurrency})")
+                progress(f"LLM requests (concurrency {concurrency})", done=len(traces), total=total)
 
     threads = [threading.Thread(target=client, name=f"zhisuan-llm-{c}", daemon=True) for c in range(concurrency)]
     for t in threads:
@@ -394,7 +388,7 @@ def loadgen_token_run(
     min_duration_s: float = 2.0,
     log_dir: str | Path | None = None,
     seed: int = 0,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> LlmLoadGenResult:
     """Serve ``prompts`` under LoadGen with ``use_token_latencies`` (Offline or SingleStream).
 
@@ -447,7 +441,7 @@ def loadgen_token_run(
         log_settings.log_output.outdir = str(work)
         log_settings.log_output.copy_summary_to_stdout = False
         log_settings.enable_trace = False
-        progress(0, 1, f"LLM LoadGen {scenario}" + (" (rerun)" if attempt == 2 else ""))
+        progress(f"LLM LoadGen {scenario}" + (" (rerun)" if attempt == 2 else ""), done=0, total=1)
         t0 = time.perf_counter()
         try:
             lg.StartTestWithLogSettings(sut, qsl, plan.settings.test_settings(lg), log_settings)
@@ -455,7 +449,7 @@ def loadgen_token_run(
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)
         wall = time.perf_counter() - t0
-        progress(1, 1, f"LLM LoadGen {scenario}")
+        progress(f"LLM LoadGen {scenario}", done=1, total=1)
         summary = LoadGenSummary.from_entries(read_mllog(work))
         if log_dir is not None:
             final_dir = Path(log_dir) / f"{scenario}-attempt{attempt}"

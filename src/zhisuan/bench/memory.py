@@ -420,7 +420,7 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
     device = ctx.device
     repeats = ctx.pick(quick=10, standard=20, full=50)
     items: list[Item] = []
-    ctx.progress(0, 3, "STREAM")
+    ctx.progress("STREAM", done=0, total=3)
     try:
         if device.kind == "cpu":
             import psutil
@@ -438,7 +438,7 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
         items.extend(stream_items(results, memory_bandwidth_peak(device) if device.kind == "cuda" else None))
     except Exception as exc:  # one crash becomes failed items, not a lost suite
         items.extend(_failed_stream(f"{type(exc).__name__}: {exc}"))
-    ctx.progress(1, 3, "capacity")
+    ctx.progress("capacity", done=1, total=3)
     try:
         if device.kind == "cpu":
             touch = int(ctx.options.get("capacity_touch_bytes") or ctx.pick(quick=GiB, standard=4 * GiB,
@@ -449,7 +449,7 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
     except Exception as exc:
         items.append(Item.failed("EV-3.capacity", "EV-3", "Usable memory capacity",
                                  reason=f"{type(exc).__name__}: {exc}", unit="GiB"))
-    ctx.progress(2, 3, "host<->device")
+    ctx.progress("host<->device", done=2, total=3)
     if device.kind == "cpu":
         items.extend(_transfer_skips("no accelerator with separate memory: the CPU works in host memory"))
     else:
@@ -461,5 +461,5 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
         except Exception as exc:
             items.extend(Item.failed(i.id, "EV-3", i.name, reason=f"{type(exc).__name__}: {exc}", unit="GB/s")
                          for i in _transfer_skips("-"))
-    ctx.progress(3, 3, "memory done")
+    ctx.progress("memory done", done=3, total=3)
     return items

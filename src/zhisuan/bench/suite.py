@@ -47,6 +47,7 @@ from zhisuan.bench.schema import (
 )
 from zhisuan.bench.tasks import SUITES, EvalContext, Task, import_errors, registered_tasks
 from zhisuan.errors import InternalError, UserError, ZhisuanError
+from zhisuan.progress import Progress
 from zhisuan.results import Record
 
 DEFAULT_OUT_DIR = Path("zhisuan-report")
@@ -86,7 +87,8 @@ class SuiteEvent:
     """A progress event of :func:`run_suite`; the CLI turns these into progress bars.
 
     ``index``/``total`` count tasks; ``est_s`` is this task's estimate, ``total_est_s`` the
-    suite's; ``done``/``task_total``/``text`` come from the task's own ``ctx.progress``.
+    suite's; ``text``/``done``/``task_total`` come from the task's own ``ctx.progress`` (``None``:
+    not given with that message).
     """
 
     kind: EventKind
@@ -96,8 +98,8 @@ class SuiteEvent:
     title: str = ""
     est_s: float = 0.0
     total_est_s: float = 0.0
-    done: float = 0.0
-    task_total: float = 0.0
+    done: float | None = None
+    task_total: float | None = None
     text: str = ""
     duration_s: float | None = None
     counts: dict[str, int] | None = None
@@ -442,9 +444,7 @@ def run_suite(
             emit(base)
             offset = time.monotonic() - telemetry.t0
             record = _run_task(task, config, device, threads, environment, out_dir, telemetry.sampler,
-                               lambda done, total, text="", base=base: emit(
-                                   replace(base, kind="task_progress", done=float(done), task_total=float(total),
-                                           text=str(text))))
+                               _task_progress(emit, base))
             record.start_offset_s = offset
             store.save(record, fp["digest"])
             records.append(record)
@@ -466,9 +466,19 @@ def run_suite(
     return report
 
 
+def _task_progress(emit: Callable[[SuiteEvent], None], base: SuiteEvent) -> Progress:
+    """The task's ``ctx.progress``: each call becomes a ``task_progress`` event."""
+
+    def report(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+        emit(replace(base, kind="task_progress", text=str(text), done=None if done is None else float(done),
+                     task_total=None if total is None else float(total)))
+
+    return report
+
+
 def _run_task(
     task: Task, config: SuiteConfig, device: Any, threads: int, environment: dict[str, Any], out_dir: Path,
-    sampler: Any, progress: Callable[..., None],
+    sampler: Any, progress: Progress,
 ) -> _TaskRecord:
     work_dir = out_dir / "work" / _safe_name(task.id)[: -len(".json")]
     work_dir.mkdir(parents=True, exist_ok=True)

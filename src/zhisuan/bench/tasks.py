@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan.errors import InternalError
+from zhisuan.progress import Progress, no_progress
 
 Suite = Literal["quick", "standard", "full"]
 SUITES: tuple[str, ...] = ("quick", "standard", "full")
@@ -28,8 +29,8 @@ class EvalContext:
     """What a task may use: the suite, the device under test, threads, seed, a scratch dir.
 
     ``device`` is the :class:`zhisuan.device.base.DeviceInfo` being evaluated (``kind`` "cpu",
-    "cuda", ...). ``progress(done, total, text)`` updates the task's progress bar (a no-op when
-    there is none). ``sampler`` is a running TelemetrySampler over the device when one could be
+    "cuda", ...). ``progress(text, done=, total=)`` (:class:`zhisuan.progress.Progress`) updates
+    the task's progress bar (a no-op when there is none). ``sampler`` is a running TelemetrySampler over the device when one could be
     started, else None; tasks that report energy read their window from it. ``work_dir`` is the
     task's own scratch directory (``DIR/work/<task id>``, kept as evidence, e.g. LoadGen logs).
     ``environment`` is the run's EV-1 environment record (:mod:`zhisuan.bench.environment_record`).
@@ -41,7 +42,7 @@ class EvalContext:
     seed: int = 0
     work_dir: Path = Path(".")
     sampler: Any = None
-    progress: Callable[[float, float, str], None] = field(default=lambda done, total, text="": None)
+    progress: Progress = no_progress
     options: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
 

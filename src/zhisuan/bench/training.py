@@ -501,7 +501,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
         warm_up(device)
         runs = []
         for r in range(runs_n):
-            ctx.progress(r, steps_total, f"time to {TARGET_ACCURACY:.2f} accuracy, run {r + 1}/{runs_n}")
+            ctx.progress(f"time to {TARGET_ACCURACY:.2f} accuracy, run {r + 1}/{runs_n}", done=r, total=steps_total)
             runs.append(time_to_train(device=device, seed=ctx.seed + r, split_seed=ctx.seed))
         reached = [run.seconds for run in runs if run.seconds is not None]
         method = (f"MLPerf Training rule: wall clock from before loading {DATASET} to the first epoch whose "
@@ -525,7 +525,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
                 "EV-6.time_to_train", CLAUSE, f"Time to {TARGET_ACCURACY} test accuracy (digits CNN)",
                 value=mlperf_score(reached), unit="s", method=method, samples=reached, details=details))
 
-        ctx.progress(runs_n, steps_total, "steady-state training throughput")
+        ctx.progress("steady-state training throughput", done=runs_n, total=steps_total)
         flops = count_flops(build_model().to(device), device)
         with energy_window(ctx) as window:
             rates = training_throughput(device=device, seed=ctx.seed, windows=windows)
@@ -538,7 +538,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
                                     "in_run_samples_per_s": [run.samples_per_s for run in runs]}))
         items += energy_items("EV-7.training", rate, "samples/s", window.reading)
 
-        ctx.progress(runs_n + 1, steps_total, "model FLOPs utilisation")
+        ctx.progress("model FLOPs utilisation", done=runs_n + 1, total=steps_total)
         peak = fp32_peak(ctx.device, cores=ctx.threads)
         mfu_method = ("MFU = 3 x forward FLOPs per sample (FlopCounterMode: "
                       f"{flops.forward:,} FLOPs; one counted forward+backward step: {flops.forward_backward_counted:,}) "
@@ -554,7 +554,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
                 samples=samples,
                 details={"achieved_gflops": flops.training * rate / 1e9, "peak_gflops": peak.flops / 1e9,
                          "peak_source": peak.source, "flops_per_sample": flops.to_dict()}))
-    ctx.progress(steps_total, steps_total, "done")
+    ctx.progress("done", done=steps_total, total=steps_total)
     return items
 
 
@@ -584,11 +584,11 @@ def measure_scaling(ctx: EvalContext) -> list[Item]:
     work = Path(ctx.work_dir)
     runs: dict[int, DdpRun] = {}
     for i, world in enumerate((1, n)):
-        ctx.progress(i, 2, f"DDP with {world} process(es)")
+        ctx.progress(f"DDP with {world} process(es)", done=i, total=2)
         config = DdpConfig(world_size=world, backend=backend, device_kind=kind,
                            threads_per_process=threads_per_process, windows=windows, seed=ctx.seed)
         runs[world] = run_ddp(config, work)
-    ctx.progress(2, 2, "done")
+    ctx.progress("done", done=2, total=2)
     one, many = runs[1].samples_per_s, runs[n].samples_per_s
     efficiency = scaling_efficiency(one, many, n)
     base_one = statistics.median(one)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ import typer
 
 from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
 
 SCENARIO_CHOICES = ("singlestream", "multistream", "server", "offline")
 
@@ -70,18 +71,19 @@ def bench_cmd(
 
 
 @contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[float, float, str], None]]:
-    """A rich progress bar on stderr fed by the core's ``progress(done, total, text)``."""
+def _progress(*, enabled: bool) -> Iterator[Progress]:
+    """A rich progress bar on stderr fed by the core's ``progress(text, done=, total=)``."""
     if not enabled or not err_console.is_terminal:
-        yield lambda done, total, text="": None
+        yield no_progress
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bars
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
+    with Bars(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:
         task_id = bar.add_task("bench", total=1.0)
 
-        def update(done: float, total: float, text: str = "") -> None:
+        def update(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
             bar.update(task_id, completed=done, total=total or None, description=text or "bench")
 
         yield update

@@ -17,8 +17,9 @@ from typing import Any
 
 from zhisuan.bench.loadgen.calibration import Calibration
 from zhisuan.bench.loadgen.plan import adjust_plan, plan_scenario
-from zhisuan.bench.loadgen.sut import BatchRunner, LoadGenRun, Progress, _no_progress, run_loadgen
+from zhisuan.bench.loadgen.sut import BatchRunner, LoadGenRun, run_loadgen
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record
 
 __all__ = ["OFFICIAL_NOTE", "BenchResult", "run_scenario"]
@@ -82,7 +83,7 @@ def run_scenario(
     log_dir: str | Path | None = None,
     seed: int = 0,
     window: Callable[[], AbstractContextManager[Any]] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> tuple[BenchResult, Any]:
     """Plan ``scenario`` from ``calibration``, run it, and rerun once with adjusted settings if INVALID.
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,19 +28,13 @@ from zhisuan.bench.loadgen.mllog import LoadGenSummary, read_mllog
 from zhisuan.bench.loadgen.plan import ScenarioPlan
 from zhisuan.bench.loadgen.samples import SampleSet, dynamic_batch
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
+from zhisuan.progress import Progress, no_progress
 
-__all__ = ["MAX_BATCH", "BatchRunner", "LoadGenRun", "Progress", "import_loadgen", "run_loadgen"]
+__all__ = ["MAX_BATCH", "BatchRunner", "LoadGenRun", "import_loadgen", "run_loadgen"]
 
 
 #: The most samples one run may hold when the model's batch axis is free (a sanity bound).
 MAX_BATCH = 1 << 16
-
-Progress = Callable[[float, float, str], None]
-
-
-def _no_progress(done: float, total: float, text: str = "") -> None:
-    return None
-
 
 def import_loadgen() -> Any:
     """The ``mlperf_loadgen`` module, or a BackendUnavailableError saying how to install it."""
@@ -304,7 +298,7 @@ def run_loadgen(
     log_dir: str | Path | None = None,
     collect: bool = False,
     workers: int = 1,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     label: str = "",
 ) -> LoadGenRun:
     """Run LoadGen once with ``plan`` over ``runner``; logs go to ``log_dir`` (else a temporary dir).
@@ -340,7 +334,8 @@ def run_loadgen(
         t0 = time.perf_counter()
         while not done.wait(0.25):
             elapsed = time.perf_counter() - t0
-            progress(min(elapsed, expected * 0.99), expected, label or f"{settings.scenario} ({settings.mode})")
+            progress(label or f"{settings.scenario} ({settings.mode})", done=min(elapsed, expected * 0.99),
+                     total=expected)
 
     ticker = threading.Thread(target=tick, name="zhisuan-loadgen-progress", daemon=True)
     ticker.start()
@@ -354,7 +349,7 @@ def run_loadgen(
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
         ticker.join(timeout=5)
-    progress(expected, expected, label or settings.scenario)
+    progress(label or settings.scenario, done=expected, total=expected)
     summary = LoadGenSummary.from_entries(read_mllog(work))
     accuracy_entries = None
     if settings.mode == "accuracy":
