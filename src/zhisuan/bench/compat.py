@@ -55,6 +55,7 @@ from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
 from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record
+from zhisuan.runtime.base import Precision
 
 CLAUSE = "EV-8"
 CASE_STATUSES = ("pass", "not_supported", "run_error", "wrong_result", "crash")
@@ -673,7 +674,7 @@ def framework_table() -> list[dict[str, Any]]:
 class MatrixCell(Record):
     model: str
     runtime: str
-    precision: str
+    precision: Precision
     status: str  # "match", "mismatch", "load_error", "run_error", "n/a"
     min_cosine: float | None = None
     ran_as: str | None = None  # the precision the backend reports it computed in
@@ -705,12 +706,20 @@ def zoo_matrix_models(*, quick: bool) -> list[str]:
     return [e.name for e in zoo.entries() if e.quick or not quick]
 
 
-def _matrix_combos(device_kind: str) -> list[tuple[str, str]]:
+def _matrix_combos(device_kind: str) -> list[tuple[str, Precision]]:
+    fp32, fp16, bf16 = Precision.FP32, Precision.FP16, Precision.BF16
     if device_kind == "cuda":
-        return [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torch", "fp32"), ("torch", "fp16"),
-                ("torch", "bf16"), ("openvino", "fp32")]
-    return [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("openvino", "fp32"), ("openvino", "bf16"),
-            ("openvino", "fp16"), ("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16")]
+        return [("onnxruntime", fp32), ("onnxruntime", fp16), ("torch", fp32), ("torch", fp16),
+                ("torch", bf16), ("openvino", fp32)]
+    return [("onnxruntime", fp32), ("onnxruntime", fp16), ("openvino", fp32), ("openvino", bf16),
+            ("openvino", fp16), ("torch", fp32), ("torch", bf16), ("torch", fp16)]
+
+
+def _precision(value: Precision | str) -> Precision:
+    try:
+        return Precision(value)
+    except ValueError:
+        raise UserError(f"unknown precision {value!r}; choose one of: {', '.join(Precision)}") from None
 
 
 def _fp16_model(path: Path, out: Path) -> Path:
@@ -756,7 +765,7 @@ def run_matrix_model(
     threads: int,
     seed: int,
     work_dir: Path,
-    combos: Sequence[tuple[str, str]] | None = None,
+    combos: Sequence[tuple[str, Precision | str]] | None = None,
 ) -> list[MatrixCell]:
     """Load and run one zoo model on every runtime x precision; compare with ONNX Runtime FP32."""
     from zhisuan import zoo
@@ -771,7 +780,8 @@ def run_matrix_model(
     entry = zoo.get(name)
     torch_model = None
     cells = []
-    for runtime, precision in combos or _matrix_combos(device_kind):
+    for runtime, name_of_precision in combos or _matrix_combos(device_kind):
+        precision = _precision(name_of_precision)
         t0 = time.perf_counter()
         if runtime == "torch" and entry.torch_model is None:
             cells.append(MatrixCell(name, runtime, precision, "n/a", detail="ships as ONNX only; no PyTorch module"))
@@ -786,10 +796,10 @@ def run_matrix_model(
                     torch_model = entry.torch_model()
                 target: Any = torch_model
                 load_precision = precision
-            elif runtime == "onnxruntime" and precision == "fp16":
+            elif runtime == "onnxruntime" and precision is Precision.FP16:
                 target = _fp16_model(path, work_dir / f"{name}-fp16.onnx")
-                load_precision = "fp32"  # ORT runs what the graph stores
-            elif runtime == "onnxruntime" and precision != "fp32":
+                load_precision = Precision.FP32  # ORT runs what the graph stores
+            elif runtime == "onnxruntime" and precision is not Precision.FP32:
                 cells.append(MatrixCell(name, runtime, precision, "n/a", detail="ORT runs the precision stored in the graph"))
                 continue
             else:
@@ -804,7 +814,7 @@ def run_matrix_model(
             continue
         try:
             with rt:
-                ran_as = "float16 graph" if runtime == "onnxruntime" and precision == "fp16" else rt.info.precision
+                ran_as = "float16 graph" if runtime == "onnxruntime" and precision is Precision.FP16 else rt.info.precision
                 outputs = rt.run(feeds)
         except Exception as exc:
             cells.append(MatrixCell(name, runtime, precision, "run_error", ran_as=ran_as, detail=_short(exc, path),

@@ -36,13 +36,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zhisuan.errors import InternalError, UserError
 from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record
+
+if TYPE_CHECKING:  # the LoadGen package is imported only by the run that needs it
+    from zhisuan.bench.loadgen import Scenario
 
 __all__ = [
     "KvDecoder",
@@ -327,7 +330,7 @@ def measure_requests(
 class LlmLoadGenResult(Record):
     """A LoadGen run of LLM requests with ``use_token_latencies``: LoadGen's own TTFT/TPOT/tokens/s."""
 
-    scenario: str
+    scenario: Scenario
     valid: bool
     result_validity: str | None
     samples_per_s: float | None
@@ -384,7 +387,7 @@ def loadgen_token_run(
     max_new_tokens: int,
     *,
     request_s: float,
-    scenario: str = "offline",
+    scenario: Scenario | str = "offline",
     min_duration_s: float = 2.0,
     log_dir: str | Path | None = None,
     seed: int = 0,
@@ -402,27 +405,29 @@ def loadgen_token_run(
         OFFLINE_QPS_MARGIN,
         LoadGenSettings,
         LoadGenSummary,
+        Scenario,
         ScenarioPlan,
         adjust_plan,
         import_loadgen,
         read_mllog,
     )
 
-    if scenario not in ("offline", "singlestream"):
+    scenario = Scenario.parse(scenario)
+    if scenario not in (Scenario.OFFLINE, Scenario.SINGLESTREAM):
         raise UserError(f"LLM LoadGen runs are offline or singlestream, not {scenario!r}")
     if request_s <= 0:
         raise UserError(f"request_s must be > 0, got {request_s}")
     lg = import_loadgen()
     decoder = KvDecoder(runtime)
     duration_ms = round(min_duration_s * 1e3)
-    if scenario == "offline":
-        settings = LoadGenSettings("offline", min_duration_ms=duration_ms, min_query_count=1,
+    if scenario == Scenario.OFFLINE:
+        settings = LoadGenSettings(Scenario.OFFLINE, min_duration_ms=duration_ms, min_query_count=1,
                                    offline_expected_qps=round(OFFLINE_QPS_MARGIN / request_s, 4),
                                    use_token_latencies=True, seed=seed)
         expected_s = min_duration_s * OFFLINE_QPS_MARGIN * 1.1
     else:
-        queries = EARLY_STOPPING_MIN_QUERIES["singlestream"]
-        settings = LoadGenSettings("singlestream", min_duration_ms=duration_ms, min_query_count=queries,
+        queries = EARLY_STOPPING_MIN_QUERIES[Scenario.SINGLESTREAM]
+        settings = LoadGenSettings(Scenario.SINGLESTREAM, min_duration_ms=duration_ms, min_query_count=queries,
                                    single_stream_expected_latency_ns=max(1, int(0.5 * request_s * 1e9)),
                                    use_token_latencies=True, seed=seed)
         expected_s = max(min_duration_s, queries * request_s)

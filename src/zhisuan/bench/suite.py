@@ -45,7 +45,7 @@ from zhisuan.bench.schema import (
     summarize,
     validate_report,
 )
-from zhisuan.bench.tasks import SUITES, EvalContext, Task, import_errors, registered_tasks
+from zhisuan.bench.tasks import EvalContext, Suite, Task, import_errors, registered_tasks
 from zhisuan.errors import InternalError, UserError, ZhisuanError
 from zhisuan.progress import Progress
 from zhisuan.results import Record
@@ -54,7 +54,7 @@ DEFAULT_OUT_DIR = Path("zhisuan-report")
 DEFAULT_EST_S = 10.0  # a task that gives no estimate for the suite
 PARTIAL_DIR = ".partial"
 RUN_FILE = "run.json"
-TELEMETRY_INTERVAL_S = {"quick": 0.2, "standard": 0.5, "full": 0.5}
+TELEMETRY_INTERVAL_S = {Suite.QUICK: 0.2, Suite.STANDARD: 0.5, Suite.FULL: 0.5}
 TELEMETRY_POINTS = 600  # the report keeps at most this many telemetry points (bucket means)
 
 
@@ -68,7 +68,7 @@ class SuiteConfig(Record):
     command line recorded in the environment record (EV-1).
     """
 
-    suite: str = "quick"
+    suite: Suite = Suite.QUICK  # a suite name is parsed
     device: str | None = None
     out_dir: Path | str = DEFAULT_OUT_DIR
     resume: bool = False
@@ -77,6 +77,9 @@ class SuiteConfig(Record):
     only: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     telemetry: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "suite", Suite.parse(self.suite))
 
 
 EventKind = Literal["suite_start", "task_start", "task_progress", "task_end", "writing", "suite_end"]
@@ -142,14 +145,13 @@ def _matches(task: Task, pattern: str) -> bool:
 
 
 def select_tasks(
-    suite: str, device_kind: str, only: Sequence[str] = (), tasks: dict[str, Task] | None = None
+    suite: Suite | str, device_kind: str, only: Sequence[str] = (), tasks: dict[str, Task] | None = None
 ) -> list[Task]:
     """The tasks of ``suite`` that apply to ``device_kind`` (and match one of ``only``), in order.
 
     An ``only`` pattern that matches no registered task at all is a :class:`UserError`.
     """
-    if suite not in SUITES:
-        raise UserError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
+    suite = Suite.parse(suite)
     broken = {}
     if tasks is None:
         tasks, broken = registered_tasks(), import_errors()
@@ -391,8 +393,6 @@ def run_suite(
     from zhisuan.bench.environment_record import collect_environment
 
     emit = progress or (lambda _event: None)
-    if config.suite not in SUITES:
-        raise UserError(f"unknown suite {config.suite!r}; choose one of: {', '.join(SUITES)}")
     if config.threads is not None and config.threads < 1:
         raise UserError(f"--threads must be at least 1, not {config.threads}")
     if config.seed < 0:

@@ -13,8 +13,6 @@ from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
 from zhisuan.errors import UserError
 from zhisuan.progress import Progress, no_progress
 
-SCENARIO_CHOICES = ("singlestream", "multistream", "server", "offline")
-
 
 def _batch(value: str) -> int | None:
     if value.strip().lower() == "auto":
@@ -55,12 +53,12 @@ def bench_cmd(
     Example:  zhisuan bench efficientnet-lite0 --scenario server --threads 2 --duration 10 --json
     """
     from zhisuan.bench.inference import bench_model
+    from zhisuan.bench.loadgen import Scenario
 
-    if scenario.lower() not in SCENARIO_CHOICES:
-        raise UserError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIO_CHOICES)}")
+    chosen = Scenario.parse(scenario)  # before the model loads
     with _progress(enabled=not json_out) as progress:
         result = bench_model(
-            model, scenario=scenario.lower(), runtime=runtime, precision=precision, device=device, threads=threads,
+            model, scenario=chosen, runtime=runtime, precision=precision, device=device, threads=threads,
             batch=_batch(batch), duration_s=duration, data=data, random=random, target_latency_ms=target_latency_ms,
             samples_per_query=samples_per_query, log_dir=logs, accuracy=accuracy, seed=seed, progress=progress,
         )

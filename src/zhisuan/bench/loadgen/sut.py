@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from zhisuan.bench.loadgen.mllog import LoadGenSummary, read_mllog
-from zhisuan.bench.loadgen.plan import ScenarioPlan
+from zhisuan.bench.loadgen.plan import Scenario, ScenarioPlan
 from zhisuan.bench.loadgen.samples import SampleSet, dynamic_batch
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
 from zhisuan.progress import Progress, no_progress
@@ -161,7 +161,7 @@ class _Sut:
     fill, run them and complete them.
     """
 
-    def __init__(self, lg: Any, runner: BatchRunner, scenario: str, *, batch: int, max_delay_s: float = 0.0,
+    def __init__(self, lg: Any, runner: BatchRunner, scenario: Scenario, *, batch: int, max_delay_s: float = 0.0,
                  collect: bool = False, workers: int = 1) -> None:
         self.lg = lg
         self.runner = runner
@@ -178,14 +178,14 @@ class _Sut:
         self._stopping = False
         self._flushed = False
         self._threads: list[threading.Thread] = []
-        if scenario == "server":
+        if scenario == Scenario.SERVER:
             for i in range(max(1, workers)):
                 thread = threading.Thread(target=self._worker, name=f"zhisuan-sut-{i}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
 
     def issue_queries(self, query_samples: Sequence[Any]) -> None:
-        if self.scenario == "server":
+        if self.scenario == Scenario.SERVER:
             now = time.perf_counter()
             with self._cond:
                 self._queue.extend(_Pending(s, now) for s in query_samples)
@@ -223,7 +223,7 @@ class _Sut:
             self._process(take)
 
     def _process(self, samples: list[Any]) -> None:
-        if self.scenario == "offline" and self.runner.pads and len(samples) > self.batch:
+        if self.scenario == Scenario.OFFLINE and self.runner.pads and len(samples) > self.batch:
             # Offline may reorder: batch samples of similar length to pad less (as BERT Offline SUTs do)
             samples = sorted(samples, key=lambda s: self.runner.length(s.index))
         for chunk in self.runner.chunks(samples, self.batch):
