@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from zhisuan.bench import compat
+from zhisuan.progress import no_progress
 
 # A handful of the node test cases that ship in the onnx wheel (importing a case module registers
 # its cases; collect_testcases() would run all ~1,880 generators).
@@ -236,7 +237,7 @@ def test_operator_task_on_a_small_store(store: Path, tmp_path: Path, monkeypatch
     monkeypatch.setattr(compat, "case_store", lambda **kw: store)
     monkeypatch.setattr(compat, "SWEEP_BACKENDS", ("onnxruntime",))
     ctx = SimpleNamespace(suite="quick", device=SimpleNamespace(kind="cpu", index=0, id="cpu:0"), seed=0,
-                          work_dir=tmp_path, threads=1, progress=lambda *a: None,
+                          work_dir=tmp_path, threads=1, progress=no_progress,
                           pick=lambda quick, standard, full: quick)
     items = compat.measure_operator_conformance(ctx)
     assert [i.id for i in items] == ["EV-8.onnx.onnxruntime"]

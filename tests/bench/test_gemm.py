@@ -20,7 +20,7 @@ from zhisuan.bench.gemm import (
 )
 from zhisuan.bench.tasks import EvalContext
 from zhisuan.device.base import DeviceInfo, DeviceSample
-from zhisuan.device.cpu import CpuProvider
+from zhisuan.device.cpu import CpuProvider, host_u8s8_saturates
 from zhisuan.device.peak import theoretical_peak
 from zhisuan.device.telemetry import TelemetrySnapshot
 from zhisuan.errors import UserError
@@ -85,6 +85,28 @@ def test_cpu_gemm_int8(backend: str) -> None:
     result = measure_gemm_cpu("int8", size=128, repeats=2, threads=1, min_repeat_s=0.02, int8_backend=backend)
     assert result.unit == "TOP/s" and result.tflops > 0
     assert ("MatMulInteger" if backend == "onnxruntime" else "_int_mm") in result.backend
+    if backend == "onnxruntime":  # results checked exact; 7-bit weights only where u8 x s8 saturates
+        assert result.details["checked"] == "64x64 block exact vs int64"
+        if host_u8s8_saturates():
+            assert result.details["weights"] == gemm.REDUCED_RANGE_NOTE and result.notes == (gemm.REDUCED_RANGE_NOTE,)
+            assert "7-bit weights" in result.backend
+        else:
+            assert result.details["weights"] == "s8 weights in [-128, 127]" and not result.notes
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_int8_onnxruntime_weight_range_is_exact_or_refused(reduce_range: bool) -> None:
+    """7-bit weights are exact on every CPU; full range is exact with VNNI and refused where it saturates."""
+    pytest.importorskip("onnxruntime")
+    run = lambda: measure_gemm_cpu("int8", size=128, repeats=1, threads=1, min_repeat_s=0.01,  # noqa: E731
+                                   int8_backend="onnxruntime", int8_reduce_range=reduce_range)
+    if not reduce_range and host_u8s8_saturates():
+        with pytest.raises(UserError, match=r"wrong results \(s8 weights in \[-128, 127\]\)"):
+            run()
+    else:
+        result = run()
+        assert result.tflops > 0 and result.details["weights"].startswith(
+            "s8 weights in [-64, 63]" if reduce_range else "s8 weights in [-128, 127]")
 
 
 def test_cpu_gemm_rejects_unknown_precision() -> None:

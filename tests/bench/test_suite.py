@@ -50,7 +50,7 @@ class Calls:
     def passing(self, id: str, value: float = 1.0) -> Callable[[EvalContext], list[Any]]:
         def run(ctx: EvalContext) -> list[Any]:
             self.count[id] = self.count.get(id, 0) + 1
-            ctx.progress(1, 2, "half way")
+            ctx.progress("half way", done=1, total=2)
             return [Item.measured(f"{id}.x", id.split(".")[0], f"{id} figure", value=value, unit="GB/s",
                                   method="fake", samples=[value * 0.99, value, value * 1.01])]
         return run
@@ -125,6 +125,7 @@ def test_failures_become_items_and_the_run_goes_on(tmp_path: Path) -> None:
     assert kinds.count("task_start") == kinds.count("task_end") == 6
     progress = [e for e in events if e.kind == "task_progress"]
     assert progress[0].task_id == "EV-2.a" and progress[0].done == 1 and progress[0].text == "half way"
+    assert progress[0].task_total == 2
 
 
 def test_ev11_items_describe_the_report(tmp_path: Path) -> None:

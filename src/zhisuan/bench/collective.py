@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +44,8 @@ from zhisuan._io import atomic_write_json
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 Collective = Literal["all_reduce", "all_gather"]
 COLLECTIVES: tuple[str, ...] = ("all_reduce", "all_gather")
@@ -97,7 +99,7 @@ class SizePoint:
 
 
 @dataclass(frozen=True)
-class CollectiveResult:
+class CollectiveResult(Record):
     collective: str
     backend: str
     ranks: int
@@ -109,11 +111,6 @@ class CollectiveResult:
     @property
     def largest(self) -> SizePoint:
         return self.points[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"collective": self.collective, "backend": self.backend, "ranks": self.ranks,
-                "points": [p.to_dict() for p in self.points],
-                "largest_samples_gbps": list(self.largest_samples_gbps), "details": dict(self.details)}
 
 
 def summarize(collective: str, ranks: int, size: int, rank_times: Sequence[Sequence[float]]) -> tuple[SizePoint,
@@ -151,7 +148,7 @@ def run_collectives(
     max_iters: int = 50,
     timeout_s: float = 120.0,
     work_dir: str | os.PathLike[str] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = no_progress,
 ) -> dict[str, CollectiveResult]:
     """Start ``ranks`` workers, run the sweep, return one result per collective.
 
@@ -201,7 +198,7 @@ def run_collectives(
 _RANK = "zhisuan.bench.children.collective_rank"  # one worker process per rank
 
 
-def _launch(config_path: Path, ranks: int, timeout_s: float, progress: Callable[[str], None] | None) -> str | None:
+def _launch(config_path: Path, ranks: int, timeout_s: float, progress: Progress) -> str | None:
     """Run the workers to the end; None on success, else why they failed (all killed)."""
     logs = [config_path.with_name(f"rank{r}.log") for r in range(ranks)]
     procs: list[subprocess.Popen[bytes]] = []
@@ -224,10 +221,9 @@ def _launch(config_path: Path, ranks: int, timeout_s: float, progress: Callable[
             if time.monotonic() > deadline:
                 return (f"the workers did not finish within {timeout_s:.0f} s and were killed; "
                         f"rank 0 said: {_tail(logs[0]) or '(nothing)'}")
-            if progress is not None:
-                status = config_path.with_name("rank0.progress")
-                if status.exists():
-                    progress(str(json.loads(status.read_text())))
+            status = config_path.with_name("rank0.progress")
+            if status.exists():
+                progress(str(json.loads(status.read_text())))
             time.sleep(0.1)
     finally:
         for p in procs:
@@ -306,7 +302,7 @@ def measure_collectives(ctx: EvalContext) -> list[Item]:
             return _skipped(f"NCCL collectives need at least 2 GPUs; this machine has {ranks} "
                             "(gloo on the CPU is measured in the CPU's report)")
     threads = max(1, ctx.threads // ranks) if backend == "gloo" else 1
-    ctx.progress(0, 1, f"{backend} x{ranks} starting")
+    ctx.progress(f"{backend} x{ranks} starting", done=0, total=1)
     try:
         results = run_collectives(
             backend=backend, ranks=ranks, sizes=sizes, threads_per_rank=threads,
@@ -315,9 +311,9 @@ def measure_collectives(ctx: EvalContext) -> list[Item]:
             min_iters=ctx.pick(quick=10, standard=10, full=20), max_iters=ctx.pick(quick=30, standard=100, full=200),
             timeout_s=ctx.pick(quick=90.0, standard=300.0, full=900.0),
             work_dir=ctx.work_dir if Path(ctx.work_dir).is_dir() else None,
-            progress=lambda text: ctx.progress(0, 1, f"{backend} x{ranks}: {text}"),
+            progress=lambda text="", **_: ctx.progress(f"{backend} x{ranks}: {text}", done=0, total=1),
         )
     except UserError as exc:
         return _failed(str(exc))
-    ctx.progress(1, 1, "collectives done")
+    ctx.progress("collectives done", done=1, total=1)
     return [collective_item(results[c]) for c in COLLECTIVES]

@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ from zhisuan.bench._process import exit_text
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
+from zhisuan.runtime.base import Precision
 
 CLAUSE = "EV-8"
 CASE_STATUSES = ("pass", "not_supported", "run_error", "wrong_result", "crash")
@@ -118,16 +121,13 @@ def compare_outputs(expected: Sequence[Any], actual: Sequence[Any], *, rtol: flo
 
 
 @dataclass(frozen=True)
-class CaseInfo:
+class CaseInfo(Record):
     name: str
     op: str
     opset: int | None  # the default-domain opset the model imports
     rtol: float
     atol: float
     data_sets: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _type_kind(value_info: Any) -> str:
@@ -412,14 +412,11 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
 
 
 @dataclass(frozen=True)
-class CaseResult:
+class CaseResult(Record):
     case: str
     status: str  # one of CASE_STATUSES
     detail: str = ""
     seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def run_case(
@@ -560,7 +557,7 @@ class BackendSweep:
             self._log = None
 
 
-def run_sweeps(sweeps: Sequence[BackendSweep], *, progress: Callable[[int, int], None] | None = None,
+def run_sweeps(sweeps: Sequence[BackendSweep], *, progress: Progress = no_progress,
                total_timeout_s: float | None = None, poll_s: float = 0.05) -> None:
     """Drive every sweep side by side until all are done (or the total deadline passes)."""
     deadline = time.monotonic() + total_timeout_s if total_timeout_s else None
@@ -568,8 +565,7 @@ def run_sweeps(sweeps: Sequence[BackendSweep], *, progress: Callable[[int, int],
     try:
         while True:
             finished = [s.poll() for s in sweeps]
-            if progress is not None:
-                progress(sum(len(s.results) for s in sweeps), total)
+            progress("running node test cases", done=sum(len(s.results) for s in sweeps), total=total)
             if all(finished):
                 return
             if deadline is not None and time.monotonic() > deadline:
@@ -589,7 +585,7 @@ def select_cases(names: Sequence[str], count: int | None, seed: int) -> list[str
 
 
 @dataclass(frozen=True)
-class ConformanceSummary:
+class ConformanceSummary(Record):
     backend: str
     version: str | None
     cases: int
@@ -605,7 +601,7 @@ class ConformanceSummary:
         return self.counts.get("pass", 0) / self.cases if self.cases else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "pass_rate": self.pass_rate}
+        return {**super().to_dict(), "pass_rate": self.pass_rate}
 
 
 def summarize_sweep(backend: str, version: str | None, infos: Mapping[str, CaseInfo],
@@ -675,10 +671,10 @@ def framework_table() -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class MatrixCell:
+class MatrixCell(Record):
     model: str
     runtime: str
-    precision: str
+    precision: Precision
     status: str  # "match", "mismatch", "load_error", "run_error", "n/a"
     min_cosine: float | None = None
     ran_as: str | None = None  # the precision the backend reports it computed in
@@ -688,9 +684,6 @@ class MatrixCell:
     @property
     def applicable(self) -> bool:
         return self.status != "n/a"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def zoo_feeds(name: str, specs: Sequence[Any], seed: int) -> dict[str, np.ndarray]:
@@ -713,12 +706,20 @@ def zoo_matrix_models(*, quick: bool) -> list[str]:
     return [e.name for e in zoo.entries() if e.quick or not quick]
 
 
-def _matrix_combos(device_kind: str) -> list[tuple[str, str]]:
+def _matrix_combos(device_kind: str) -> list[tuple[str, Precision]]:
+    fp32, fp16, bf16 = Precision.FP32, Precision.FP16, Precision.BF16
     if device_kind == "cuda":
-        return [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torch", "fp32"), ("torch", "fp16"),
-                ("torch", "bf16"), ("openvino", "fp32")]
-    return [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("openvino", "fp32"), ("openvino", "bf16"),
-            ("openvino", "fp16"), ("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16")]
+        return [("onnxruntime", fp32), ("onnxruntime", fp16), ("torch", fp32), ("torch", fp16),
+                ("torch", bf16), ("openvino", fp32)]
+    return [("onnxruntime", fp32), ("onnxruntime", fp16), ("openvino", fp32), ("openvino", bf16),
+            ("openvino", fp16), ("torch", fp32), ("torch", bf16), ("torch", fp16)]
+
+
+def _precision(value: Precision | str) -> Precision:
+    try:
+        return Precision(value)
+    except ValueError:
+        raise UserError(f"unknown precision {value!r}; choose one of: {', '.join(Precision)}") from None
 
 
 def _fp16_model(path: Path, out: Path) -> Path:
@@ -764,7 +765,7 @@ def run_matrix_model(
     threads: int,
     seed: int,
     work_dir: Path,
-    combos: Sequence[tuple[str, str]] | None = None,
+    combos: Sequence[tuple[str, Precision | str]] | None = None,
 ) -> list[MatrixCell]:
     """Load and run one zoo model on every runtime x precision; compare with ONNX Runtime FP32."""
     from zhisuan import zoo
@@ -779,7 +780,8 @@ def run_matrix_model(
     entry = zoo.get(name)
     torch_model = None
     cells = []
-    for runtime, precision in combos or _matrix_combos(device_kind):
+    for runtime, name_of_precision in combos or _matrix_combos(device_kind):
+        precision = _precision(name_of_precision)
         t0 = time.perf_counter()
         if runtime == "torch" and entry.torch_model is None:
             cells.append(MatrixCell(name, runtime, precision, "n/a", detail="ships as ONNX only; no PyTorch module"))
@@ -794,10 +796,10 @@ def run_matrix_model(
                     torch_model = entry.torch_model()
                 target: Any = torch_model
                 load_precision = precision
-            elif runtime == "onnxruntime" and precision == "fp16":
+            elif runtime == "onnxruntime" and precision is Precision.FP16:
                 target = _fp16_model(path, work_dir / f"{name}-fp16.onnx")
-                load_precision = "fp32"  # ORT runs what the graph stores
-            elif runtime == "onnxruntime" and precision != "fp32":
+                load_precision = Precision.FP32  # ORT runs what the graph stores
+            elif runtime == "onnxruntime" and precision is not Precision.FP32:
                 cells.append(MatrixCell(name, runtime, precision, "n/a", detail="ORT runs the precision stored in the graph"))
                 continue
             else:
@@ -812,7 +814,7 @@ def run_matrix_model(
             continue
         try:
             with rt:
-                ran_as = "float16 graph" if runtime == "onnxruntime" and precision == "fp16" else rt.info.precision
+                ran_as = "float16 graph" if runtime == "onnxruntime" and precision is Precision.FP16 else rt.info.precision
                 outputs = rt.run(feeds)
         except Exception as exc:
             cells.append(MatrixCell(name, runtime, precision, "run_error", ran_as=ran_as, detail=_short(exc, path),
@@ -848,7 +850,7 @@ def measure_operator_conformance(ctx: EvalContext) -> list[Item]:
 
     statuses = {s.name: s for s in backend_status()}
     count = ctx.pick(quick=300, standard=900, full=None)
-    ctx.progress(0, 1, "collecting onnx's node test cases (once per onnx version)")
+    ctx.progress("collecting onnx's node test cases (once per onnx version)", done=0, total=1)
     store = case_store()
     infos = {c.name: c for c in read_index(store)}
     chosen = select_cases(list(infos), count, ctx.seed)
@@ -872,7 +874,7 @@ def measure_operator_conformance(ctx: EvalContext) -> list[Item]:
             continue
         sweeps.append(BackendSweep(backend, store, chosen, _work_dir(ctx, f"ev8-{backend}"), device=device))
     t0 = time.monotonic()
-    run_sweeps(sweeps, progress=lambda done, total: ctx.progress(done, total, "running node test cases"),
+    run_sweeps(sweeps, progress=ctx.progress,
                total_timeout_s=ctx.pick(quick=240, standard=900, full=3600))
     seconds = time.monotonic() - t0
     import onnx
@@ -905,7 +907,7 @@ def measure_operator_conformance(ctx: EvalContext) -> list[Item]:
         items.append(Item.measured(
             f"EV-8.onnx.{sweep.backend}", CLAUSE, f"ONNX operator conformance, {sweep.backend}",
             value=100.0 * summary.pass_rate, unit="%", method=method, repeats=1, details=details))
-    ctx.progress(1, 1, "done")
+    ctx.progress("done", done=1, total=1)
     return items
 
 
@@ -922,7 +924,7 @@ def measure_zoo_matrix(ctx: EvalContext) -> list[Item]:
     all_cells: list[MatrixCell] = []
     try:
         for i, name in enumerate(names):
-            ctx.progress(i, len(names), f"{name}: every runtime and precision")
+            ctx.progress(f"{name}: every runtime and precision", done=i, total=len(names))
             try:
                 cells = run_matrix_model(name, device=device, device_kind=kind, threads=ctx.threads,
                                          seed=ctx.seed, work_dir=work)
@@ -934,7 +936,7 @@ def measure_zoo_matrix(ctx: EvalContext) -> list[Item]:
             items.append(_model_item(name, cells, device))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ctx.progress(len(names), len(names), "frameworks")
+    ctx.progress("frameworks", done=len(names), total=len(names))
     if all_cells:
         applicable = [c for c in all_cells if c.applicable]
         ok = sum(c.status == "match" for c in applicable)

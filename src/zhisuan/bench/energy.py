@@ -32,12 +32,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal
 
 from zhisuan.bench.schema import Item
 from zhisuan.errors import InternalError
+from zhisuan.results import Record
 
 ReadingKind = Literal["cumulative counter", "averaged", "instantaneous"]
 
@@ -59,7 +60,7 @@ MIN_INTERVALS = 4
 
 
 @dataclass(frozen=True)
-class EnergyReading:
+class EnergyReading(Record):
     """The energy of one device over one window, or why it could not be read.
 
     ``joules`` and ``mean_power_w`` are ``None`` when unavailable and ``reason`` says why.
@@ -83,7 +84,7 @@ class EnergyReading:
         return self.joules is not None and self.reason is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "available": self.available}
+        return {**super().to_dict(), "available": self.available}
 
 
 class EnergyWindow:

@@ -11,8 +11,9 @@ tf32       -- (no TF32 on CPUs)                             ``torch.matmul``, TF
 fp16       ``torch.matmul`` float16 (slow when emulated)    ``torch.matmul`` float16
 bf16       ``torch.matmul`` bfloat16 (oneDNN)               ``torch.matmul`` bfloat16
 int8       ONNX Runtime ``MatMulInteger`` (u8 x s8 -> s32,  ``torch._int_mm`` (s8 x s8 -> s32)
-           MLAS, VNNI where present); ``torch._int_mm``
-           when ONNX Runtime is missing
+           MLAS, VNNI where present; 7-bit weights
+           without VNNI); ``torch._int_mm`` when ONNX
+           Runtime is missing
 fp8        -- (no FP8 GEMM on CPUs)                         ``torch._scaled_mm`` e4m3 (cc >= 8.9)
 =========  ===============================================  ======================================
 
@@ -22,6 +23,12 @@ repeats and its spread the min/median/max/cv of them. A precision the hardware l
 (FP16 on most CPUs) is still measured, at a size that fits the time budget, and says so.
 
 Throughput is in TFLOP/s (TOP/s for INT8) on every device, so reports compare directly.
+
+On an x86 CPU without VNNI, MLAS multiplies u8 by s8 with ``vpmaddubsw``, whose int16 pair sums
+saturate (255 x 127 x 2 > 32767), so full-range weights give wrong sums. The INT8 GEMM there
+uses 7-bit weights in [-64, 63] (what ONNX Runtime's quantizer does with ``reduce_range``, and
+what a model quantized for that CPU computes with): the same instructions at the same rate,
+exact sums, and the item says so (:func:`zhisuan.device.cpu.u8s8_saturates`).
 
 >>> from zhisuan.bench.gemm import measure_gemm_cpu
 >>> result = measure_gemm_cpu("fp32", size=256, repeats=3, threads=1, min_repeat_s=0.05)
@@ -35,29 +42,36 @@ import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from zhisuan.bench.energy import EnergyReading, energy_items, energy_window
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.device.peak import PeakEstimate, theoretical_peak
 from zhisuan.errors import UserError
+from zhisuan.results import Record
+from zhisuan.runtime.base import Precision
 
-CPU_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-GPU_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
-ALL_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
-_NAMES = {"fp32": "FP32", "tf32": "TF32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8", "fp8": "FP8 (e4m3)"}
+#: A GEMM's precision: the runtimes' :class:`Precision`, plus the two formats only GPU tensor
+#: cores compute in (TF32 matmuls of FP32 data, FP8 e4m3).
+GemmPrecision = Precision | Literal["tf32", "fp8"]
+CPU_PRECISIONS: tuple[GemmPrecision, ...] = (Precision.FP32, Precision.BF16, Precision.FP16, Precision.INT8)
+GPU_PRECISIONS: tuple[GemmPrecision, ...] = (Precision.FP32, "tf32", Precision.FP16, Precision.BF16, Precision.INT8,
+                                             "fp8")
+ALL_PRECISIONS = GPU_PRECISIONS
+_NAMES = {Precision.FP32: "FP32", "tf32": "TF32", Precision.FP16: "FP16", Precision.BF16: "BF16",
+          Precision.INT8: "INT8", "fp8": "FP8 (e4m3)"}
 # The longest one GEMM may take before the size is halved (emulated precisions are very slow).
 MAX_SINGLE_S = 0.6
 
 
 @dataclass(frozen=True)
-class GemmResult:
+class GemmResult(Record):
     """Throughput samples of one precision: one per repeat, in TFLOP/s (TOP/s for int8)."""
 
-    precision: str
+    precision: GemmPrecision
     device: str
     backend: str
     size: int
@@ -75,19 +89,25 @@ class GemmResult:
 
     @property
     def unit(self) -> str:
-        return "TOP/s" if self.precision == "int8" else "TFLOP/s"
+        return "TOP/s" if self.precision == Precision.INT8 else "TFLOP/s"
 
     @property
     def flops_per_gemm(self) -> float:
         return 2.0 * self.size**3
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision, "device": self.device, "backend": self.backend, "size": self.size,
-            "samples_tflops": list(self.samples_tflops), "tflops": self.tflops, "unit": self.unit,
-            "gemms_per_repeat": self.gemms_per_repeat, "warmup": self.warmup, "native": self.native,
-            "notes": list(self.notes), "details": dict(self.details),
-        }
+        d = super().to_dict()
+        tail = {k: d.pop(k) for k in ("gemms_per_repeat", "warmup", "native", "notes", "details")}
+        return {**d, "tflops": self.tflops, "unit": self.unit, **tail}
+
+
+def parse_precision(value: str, choices: Sequence[GemmPrecision] = ALL_PRECISIONS, *,
+                    where: str = "") -> GemmPrecision:
+    """``value`` as one of ``choices`` (a :class:`Precision` member where there is one), else a
+    :class:`UserError` naming them (``where``: "CPU" / "GPU" for the message)."""
+    if value not in choices:
+        raise UserError(f"no {where + ' ' if where else ''}GEMM for {value}; choose from {', '.join(choices)}")
+    return next(c for c in choices if c == value)
 
 
 def time_repeats(
@@ -146,7 +166,7 @@ def fit_size(seconds_at: Callable[[int], float], size: int, *, probe: int = 256,
 
 
 def measure_gemm_cpu(
-    precision: str,
+    precision: GemmPrecision | str,
     *,
     size: int,
     repeats: int,
@@ -155,30 +175,36 @@ def measure_gemm_cpu(
     warmup: int = 2,
     seed: int = 0,
     int8_backend: str = "auto",
+    int8_reduce_range: bool | None = None,
     device: Any = None,
 ) -> GemmResult:
-    """Dense GEMM throughput of ``precision`` on the host CPU with ``threads`` threads."""
+    """Dense GEMM throughput of ``precision`` on the host CPU with ``threads`` threads.
+
+    ``int8_reduce_range``: 7-bit INT8 weights for ONNX Runtime; ``None`` uses them where u8 x s8
+    saturates on this CPU (x86 without VNNI).
+    """
     import torch
 
-    if precision not in CPU_PRECISIONS:
-        raise UserError(f"no CPU GEMM for {precision}; choose from {', '.join(CPU_PRECISIONS)}")
+    precision = parse_precision(precision, CPU_PRECISIONS, where="CPU")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # process-global: restored below
     try:
         return _measure_gemm_cpu(torch, precision, size=size, repeats=repeats, threads=threads,
                                  min_repeat_s=min_repeat_s, warmup=warmup, seed=seed,
-                                 int8_backend=int8_backend, device=device)
+                                 int8_backend=int8_backend, int8_reduce_range=int8_reduce_range,
+                                 device=device)
     finally:
         torch.set_num_threads(before)
 
 
-def _measure_gemm_cpu(torch: Any, precision: str, *, size: int, repeats: int, threads: int, min_repeat_s: float,
-                      warmup: int, seed: int, int8_backend: str, device: Any) -> GemmResult:
+def _measure_gemm_cpu(torch: Any, precision: GemmPrecision, *, size: int, repeats: int, threads: int, min_repeat_s: float,
+                      warmup: int, seed: int, int8_backend: str, int8_reduce_range: bool | None,
+                      device: Any) -> GemmResult:
     gen = torch.Generator().manual_seed(seed)
-    if precision == "int8":
+    if precision == Precision.INT8:
         return _int8_cpu(size=size, repeats=repeats, threads=threads, min_repeat_s=min_repeat_s,
-                         warmup=warmup, gen=gen, backend=int8_backend)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+                         warmup=warmup, gen=gen, backend=int8_backend, reduce_range=int8_reduce_range)
+    dtype = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[precision]
     native = _cpu_native(device, precision)
     operands: dict[int, tuple[Any, Any, Any]] = {}
 
@@ -206,7 +232,7 @@ def _measure_gemm_cpu(torch: Any, precision: str, *, size: int, repeats: int, th
     backend, step = f"torch.matmul ({_cpu_blas(torch, precision)})", (lambda: torch.matmul(a, b, out=c))
     details: dict[str, Any] = {"torch": torch.__version__, "threads": threads}
     limit: Callable[[], Any] = contextlib.nullcontext
-    if precision == "fp32":
+    if precision == Precision.FP32:
         # The device's figure, not one library's: torch's sgemm and numpy's BLAS (OpenBLAS in the
         # wheels) differ by up to ~20 % on some CPUs (AMD Zen 5: OpenBLAS ahead), so both are probed
         # and the faster one is measured.
@@ -260,22 +286,22 @@ def _numpy_sgemm(a: Any, b: Any, threads: int) -> tuple[str, Callable[[], Any], 
             lambda: threadpool_limits(limits=threads, user_api="blas"))
 
 
-def _cpu_native(device: Any, precision: str) -> bool | None:
-    if precision == "fp32":
+def _cpu_native(device: Any, precision: GemmPrecision) -> bool | None:
+    if precision == Precision.FP32:
         return True
     if device is None:
         return None
     return precision in tuple(getattr(device, "precisions", ()))
 
 
-def _cpu_blas(torch: Any, precision: str) -> str:
-    if precision == "fp32":
+def _cpu_blas(torch: Any, precision: GemmPrecision) -> str:
+    if precision == Precision.FP32:
         return "MKL sgemm" if torch.backends.mkl.is_available() else "sgemm"
     return "oneDNN" if torch.backends.mkldnn.is_available() else "ATen"
 
 
 def _int8_cpu(*, size: int, repeats: int, threads: int, min_repeat_s: float, warmup: int, gen: Any,
-              backend: str) -> GemmResult:
+              backend: str, reduce_range: bool | None) -> GemmResult:
     import torch
 
     if backend not in ("auto", "onnxruntime", "torch"):
@@ -288,25 +314,33 @@ def _int8_cpu(*, size: int, repeats: int, threads: int, min_repeat_s: float, war
                 raise UserError("onnxruntime is not installed (pip install onnxruntime)") from None
         else:
             return _int8_onnxruntime(size=size, repeats=repeats, threads=threads, min_repeat_s=min_repeat_s,
-                                     warmup=warmup, gen=gen)
+                                     warmup=warmup, gen=gen, reduce_range=reduce_range)
     a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
     b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
     samples, per_repeat = time_repeats(lambda: torch._int_mm(a, b), ops_per_step=2.0 * size**3,
                                        repeats=repeats, min_repeat_s=min_repeat_s, warmup=warmup)
     return GemmResult(
-        precision="int8", device="cpu", backend="torch._int_mm (s8 x s8 -> s32)", size=size,
+        precision=Precision.INT8, device="cpu", backend="torch._int_mm (s8 x s8 -> s32)", size=size,
         samples_tflops=tuple(s / 1e12 for s in samples), gemms_per_repeat=per_repeat, warmup=warmup,
         details={"torch": torch.__version__, "threads": threads},
     )
 
 
+REDUCED_RANGE_NOTE = "s8 weights in [-64, 63] (reduce_range): u8 x s8 saturates without VNNI"
+
+
 def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: float, warmup: int,
-                      gen: Any) -> GemmResult:
+                      gen: Any, reduce_range: bool | None) -> GemmResult:
     import numpy as np
     import torch
     from onnx import TensorProto, helper
 
+    from zhisuan.device.cpu import host_u8s8_saturates
     from zhisuan.runtime import load_runtime
+
+    if reduce_range is None:
+        reduce_range = host_u8s8_saturates()
+    low, high = (-64, 64) if reduce_range else (-128, 128)
 
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8_gemm",
@@ -318,7 +352,7 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
     runtime = load_runtime(model, "onnxruntime", intra_op_threads=threads, inter_op_threads=1)
     session = runtime.session
     a = torch.randint(0, 256, (size, size), dtype=torch.uint8, generator=gen).numpy()
-    b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen).numpy()
+    b = torch.randint(low, high, (size, size), dtype=torch.int8, generator=gen).numpy()
     y = np.empty((size, size), dtype=np.int32)
     # bind inputs and a preallocated output, so each step is the GEMM and not a 16 MB allocation
     binding = session.io_binding()
@@ -330,11 +364,18 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
     probe = slice(0, min(size, 64))
     expected = a[probe].astype(np.int64) @ b[:, probe].astype(np.int64)
     if not np.array_equal(y[probe, probe], expected):
-        raise UserError("ONNX Runtime MatMulInteger returned wrong results; the INT8 figure is not valid")
+        raise UserError(f"ONNX Runtime MatMulInteger returned wrong results (s8 weights in [{low}, {high - 1}]); "
+                        "the INT8 figure is not valid")
+    backend = "onnxruntime MatMulInteger (u8 x s8 -> s32, MLAS)"
+    weights = f"s8 weights in [{low}, {high - 1}]"
+    if reduce_range:
+        backend, weights = f"{backend}, 7-bit weights", REDUCED_RANGE_NOTE
     return GemmResult(
-        precision="int8", device="cpu", backend="onnxruntime MatMulInteger (u8 x s8 -> s32, MLAS)", size=size,
+        precision=Precision.INT8, device="cpu", backend=backend, size=size,
         samples_tflops=tuple(s / 1e12 for s in samples), gemms_per_repeat=per_repeat, warmup=warmup,
-        details={"onnxruntime": runtime.info.version, "threads": threads, "checked": "64x64 block exact vs int64"},
+        notes=(REDUCED_RANGE_NOTE,) if reduce_range else (),
+        details={"onnxruntime": runtime.info.version, "threads": threads, "checked": "64x64 block exact vs int64",
+                 "weights": weights},
     )
 
 
@@ -342,7 +383,7 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
 
 
 def measure_gemm_cuda(
-    precision: str,
+    precision: GemmPrecision | str,
     *,
     size: int,
     repeats: int,
@@ -354,8 +395,7 @@ def measure_gemm_cuda(
     """Dense GEMM throughput of ``precision`` on ``cuda:device_index``, timed with CUDA events."""
     import torch
 
-    if precision not in GPU_PRECISIONS:
-        raise UserError(f"no GPU GEMM for {precision}; choose from {', '.join(GPU_PRECISIONS)}")
+    precision = parse_precision(precision, GPU_PRECISIONS, where="GPU")
     if not torch.cuda.is_available():
         raise UserError("torch has no CUDA here (CPU build, or no NVIDIA driver)")
     dev = torch.device("cuda", device_index)
@@ -363,9 +403,9 @@ def measure_gemm_cuda(
     cc = torch.cuda.get_device_capability(dev)
     notes: list[str] = []
     with _tf32(torch, precision == "tf32"):
-        if precision in ("fp32", "tf32", "fp16", "bf16"):
-            dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16,
-                     "bf16": torch.bfloat16}[precision]
+        if precision in (Precision.FP32, "tf32", Precision.FP16, Precision.BF16):
+            dtype = {Precision.FP32: torch.float32, "tf32": torch.float32, Precision.FP16: torch.float16,
+                     Precision.BF16: torch.bfloat16}[precision]
             a = torch.randn(size, size, device=dev, dtype=dtype, generator=gen)
             b = torch.randn(size, size, device=dev, dtype=dtype, generator=gen)
             c = torch.empty(size, size, device=dev, dtype=dtype)
@@ -374,7 +414,7 @@ def measure_gemm_cuda(
                 return torch.matmul(a, b, out=c)
 
             backend = f"torch.matmul ({'TF32 on' if precision == 'tf32' else dtype}, cuBLAS)"
-        elif precision == "int8":
+        elif precision == Precision.INT8:
             a = torch.randint(-128, 128, (size, size), device=dev, dtype=torch.int8, generator=gen)
             b = torch.randint(-128, 128, (size, size), device=dev, dtype=torch.int8, generator=gen)
 
@@ -450,12 +490,12 @@ def gemm_item(result: GemmResult, peak: PeakEstimate | None) -> Item:
     """The EV-2 item of one precision, with the theoretical peak as its reference."""
     reference = peak.tflops if peak is not None and peak.ops_per_s is not None else None
     method = (f"{result.backend}, {result.size}x{result.size}x{result.size} ({2 * result.size**3 / 1e9:.3g} "
-              f"G{'OP' if result.precision == 'int8' else 'FLOP'} each), {result.warmup} warm-up, "
+              f"G{'OP' if result.precision == Precision.INT8 else 'FLOP'} each), {result.warmup} warm-up, "
               f"{len(result.samples_tflops)} repeats of {result.gemms_per_repeat} back-to-back GEMMs; "
               "median of the repeats")
     if result.notes:
         method += "; " + "; ".join(result.notes)
-    details: dict[str, Any] = {"gemm": result.to_dict(), "key": result.precision in ("fp32", "bf16", "fp16")}
+    details: dict[str, Any] = {"gemm": result.to_dict(), "key": result.precision in (Precision.FP32, Precision.BF16, Precision.FP16)}
     if peak is not None:
         details["peak"] = peak.to_dict()
     return Item.measured(
@@ -467,9 +507,9 @@ def gemm_item(result: GemmResult, peak: PeakEstimate | None) -> Item:
     )
 
 
-def _skip(precision: str, reason: str) -> Item:
+def _skip(precision: GemmPrecision, reason: str) -> Item:
     return Item.skipped(f"EV-2.gemm.{precision}", "EV-2", f"Dense GEMM {_NAMES[precision]}", reason=reason,
-                        unit="TOP/s" if precision == "int8" else "TFLOP/s")
+                        unit="TOP/s" if precision == Precision.INT8 else "TFLOP/s")
 
 
 @task("EV-2.gemm", clause="EV-2", title="Dense GEMM per precision vs theoretical peak (+ EV-7 energy)",
@@ -482,7 +522,7 @@ def measure_gemm(ctx: EvalContext) -> list[Item]:
     items: list[Item] = []
     interval = float(getattr(ctx.sampler, "interval_s", 0.0) or 0.0)
     for i, precision in enumerate(ALL_PRECISIONS):
-        ctx.progress(i, len(ALL_PRECISIONS), f"GEMM {_NAMES[precision]}")
+        ctx.progress(f"GEMM {_NAMES[precision]}", done=i, total=len(ALL_PRECISIONS))
         if precision not in precisions:
             items.append(_skip(precision, _unsupported(device.kind, precision)))
             continue
@@ -492,10 +532,10 @@ def measure_gemm(ctx: EvalContext) -> list[Item]:
             continue
         # the FP32 run is the energy window: long enough for several telemetry samples
         min_repeat_s = ctx.pick(quick=0.25, standard=0.4, full=0.5)
-        if precision == "fp32" and interval:
+        if precision == Precision.FP32 and interval:
             min_repeat_s = max(min_repeat_s, 5 * interval / repeats)
         try:
-            if precision == "fp32":
+            if precision == Precision.FP32:
                 with energy_window(ctx) as window:
                     result = _measure(ctx, precision, repeats, min_repeat_s)
             else:
@@ -504,15 +544,15 @@ def measure_gemm(ctx: EvalContext) -> list[Item]:
             why = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             items.append(Item.failed(f"EV-2.gemm.{precision}", "EV-2", f"Dense GEMM {_NAMES[precision]}",
                                      reason=why))
-            if precision == "fp32":
+            if precision == Precision.FP32:
                 items.extend(energy_items("EV-7.gemm.fp32", None, "GFLOP/s", _no_reading(
                     f"the FP32 GEMM failed, so there is no performance to set against energy: {why}")))
             continue
         cores = ctx.threads if device.kind == "cpu" else None
         items.append(gemm_item(result, theoretical_peak(device, precision, cores=cores)))
-        if precision == "fp32":
+        if precision == Precision.FP32:
             items.extend(energy_items("EV-7.gemm.fp32", result.tflops * 1e3, "GFLOP/s", window.reading))
-    ctx.progress(len(ALL_PRECISIONS), len(ALL_PRECISIONS), "GEMM done")
+    ctx.progress("GEMM done", done=len(ALL_PRECISIONS), total=len(ALL_PRECISIONS))
     return items
 
 
@@ -520,7 +560,7 @@ def _no_reading(reason: str) -> EnergyReading:
     return EnergyReading(None, None, 0.0, None, None, None, None, 0, reason=reason)
 
 
-def _measure(ctx: EvalContext, precision: str, repeats: int, min_repeat_s: float) -> GemmResult:
+def _measure(ctx: EvalContext, precision: GemmPrecision, repeats: int, min_repeat_s: float) -> GemmResult:
     device = ctx.device
     if device.kind == "cpu":
         size = int(ctx.options.get("gemm_size") or ctx.pick(quick=2048, standard=3072, full=4096))
@@ -531,7 +571,7 @@ def _measure(ctx: EvalContext, precision: str, repeats: int, min_repeat_s: float
                              min_repeat_s=min_repeat_s, seed=ctx.seed)
 
 
-def _unsupported(kind: str, precision: str) -> str:
+def _unsupported(kind: str, precision: GemmPrecision) -> str:
     if kind == "cpu" and precision == "tf32":
         return "TF32 is a tensor-core format of NVIDIA GPUs (Ampere and later); CPUs have no TF32 arithmetic"
     if kind == "cpu" and precision == "fp8":

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,10 @@ from zhisuan.bench.loadgen import (
     SCENARIOS,
     BatchRunner,
     BenchResult,
+    LoadGenSettings,
     SampleSet,
+    Scenario,
+    ScenarioPlan,
     calibrate,
     npz_samples,
     random_samples,
@@ -42,6 +45,8 @@ from zhisuan.bench.loadgen import (
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record, plain
 
 __all__ = [
     "AccuracyResult",
@@ -52,16 +57,10 @@ __all__ = [
     "zoo_data",
 ]
 
-Progress = Callable[[float, float, str], None]
-
 #: Random samples made for a model without an evaluation set when neither --data nor --random is given.
 DEFAULT_RANDOM_SAMPLES = 64
 #: An accuracy more than this far (absolute) below the zoo's FP32 score fails.
 MAX_ACCURACY_DROP = 0.01
-
-
-def _no_progress(done: float, total: float, text: str = "") -> None:
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +105,7 @@ def _scored_models() -> list[str]:
 
 
 #: Scenarios with idle gaps between queries, where latency is measured.
-LATENCY_SCENARIOS = frozenset({"singlestream", "multistream", "server"})
+LATENCY_SCENARIOS = frozenset({Scenario.SINGLESTREAM, Scenario.MULTISTREAM, Scenario.SERVER})
 
 
 def no_spinning(runtime: str, device: str, scenarios: Sequence[str], threads: int | None) -> bool:
@@ -151,7 +150,7 @@ def _samples(rt: Any, zoo: ZooData | None, *, data: str | Path | None, random: i
 
 
 @dataclass(frozen=True)
-class AccuracyResult:
+class AccuracyResult(Record):
     """The AccuracyOnly LoadGen pass: every sample once, responses scored by the zoo metric."""
 
     model: str
@@ -169,9 +168,6 @@ class AccuracyResult:
     duration_s: float
     log_dir: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _reference_score(name: str, threads: int | None) -> float:
     from zhisuan import zoo
@@ -187,15 +183,14 @@ def check_accuracy(
     reference: float | None,
     reference_source: str,
     log_dir: str | Path | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> AccuracyResult:
     """Run LoadGen's AccuracyOnly mode (Offline) over ``data``'s samples and score the responses."""
-    from zhisuan.bench.loadgen import LoadGenSettings, ScenarioPlan
 
     if runner.samples is not data.samples:
         runner = BatchRunner(runner.runtime, data.samples, output_names=runner.output_names)
     start = time.perf_counter()
-    plan = ScenarioPlan(LoadGenSettings("offline", mode="accuracy", min_duration_ms=0, offline_expected_qps=1.0),
+    plan = ScenarioPlan(LoadGenSettings(Scenario.OFFLINE, mode="accuracy", min_duration_ms=0, offline_expected_qps=1.0),
                         batch, 0.0, 1.0, ("AccuracyOnly: every sample exactly once",))
     run = run_loadgen(runner, plan, log_dir=log_dir, collect=True, progress=progress, label=f"{data.model}: accuracy")
     if run.sut_errors:
@@ -229,26 +224,20 @@ class ModelBench:
     runtime: dict[str, Any]
     calibration: dict[str, Any]
     load_s: float
-    windows: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    windows: dict[Scenario, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def result(self, scenario: str) -> BenchResult:
+    def result(self, scenario: Scenario | str) -> BenchResult:
         return next(r for r in self.results if r.scenario == scenario)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "runtime": self.runtime,
-            "calibration": self.calibration,
-            "load_s": self.load_s,
-            "results": [r.to_dict() for r in self.results],
-            "accuracy": self.accuracy.to_dict() if self.accuracy else None,
-        }
+        # ``windows`` (the energy windows, for the items) stays out of the record
+        return {k: plain(getattr(self, k)) for k in ("model", "runtime", "calibration", "load_s", "results", "accuracy")}
 
 
 def bench_scenarios(
     model: str,
     *,
-    scenarios: Sequence[str] = ("offline",),
+    scenarios: Sequence[Scenario | str] = (Scenario.OFFLINE,),
     runtime: str = "onnxruntime",
     precision: str = "fp32",
     device: str = "cpu",
@@ -266,7 +255,7 @@ def bench_scenarios(
     accuracy: bool = False,
     seed: int = 0,
     window: Callable[[str], AbstractContextManager[Any] | None] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> ModelBench:
     """Calibrate ``model`` once and run each of ``scenarios`` under LoadGen (see :func:`bench_model`).
 
@@ -274,9 +263,9 @@ def bench_scenarios(
     each performance run of that scenario; the reported run's window is in ``windows``.
     With ``accuracy`` (a zoo model with an evaluation set), an AccuracyOnly pass follows.
     """
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown or not scenarios:
-        raise UserError(f"unknown scenario {unknown[0] if unknown else ''!r}; choose from: {', '.join(SCENARIOS)}")
+    if not scenarios:
+        raise UserError(f"no scenario given; choose from: {', '.join(SCENARIOS)}")
+    scenarios = tuple(Scenario.parse(s) for s in scenarios)
     if batch is not None and batch < 1:
         raise UserError(f"--batch must be >= 1 (or auto), got {batch}")
     if threads is not None and threads < 1:
@@ -291,12 +280,13 @@ def bench_scenarios(
     phases = 1 + len(scenarios) + (1 if accuracy else 0)
 
     def phase(k: int) -> Progress:
-        def report(done: float, total: float, text: str = "") -> None:
-            progress(k + (min(done / total, 1.0) if total else 0.0), phases, text)
+        def report(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+            part = min(done / total, 1.0) if done is not None and total else 0.0
+            progress(text, done=k + part, total=phases)
 
         return report
 
-    progress(0, phases, f"loading {model} on {runtime}")
+    progress(f"loading {model} on {runtime}", done=0, total=phases)
     t0 = time.perf_counter()
     rt, zoo_name = _load(model, runtime, precision=precision, device=device, threads=threads,
                          spin=not no_spinning(runtime, device, scenarios, threads))
@@ -314,7 +304,7 @@ def bench_scenarios(
         sizes = None if batch is None else [b for b in (1, 2, 4, 8, 16, 32) if b <= batch] + [batch]
         cal = calibrate(runner, batch_sizes=sizes, progress=phase(0))
         results = []
-        windows: dict[str, Any] = {}
+        windows: dict[Scenario, Any] = {}
         for k, scenario in enumerate(scenarios, start=1):
             make = (lambda s=scenario: window(s) or _null()) if window is not None else None
             result, win = run_scenario(
@@ -335,7 +325,7 @@ def bench_scenarios(
             )
             results = [replace(r, accuracy=acc.to_dict()) for r in results]
         info = rt.info.to_dict()
-    progress(phases, phases, f"{model}: done")
+    progress(f"{model}: done", done=phases, total=phases)
     return ModelBench(model, tuple(results), acc, info, cal.to_dict(), load_s, windows)
 
 
@@ -348,7 +338,7 @@ def _null() -> AbstractContextManager[None]:
 def bench_model(
     model: str,
     *,
-    scenario: str = "offline",
+    scenario: Scenario | str = Scenario.OFFLINE,
     runtime: str = "onnxruntime",
     precision: str = "fp32",
     device: str = "cpu",
@@ -362,7 +352,7 @@ def bench_model(
     log_dir: str | Path | None = None,
     accuracy: bool = False,
     seed: int = 0,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> BenchResult:
     """Benchmark ``model`` (ONNX file or zoo name) in one LoadGen scenario, auto-calibrated.
 
@@ -382,12 +372,9 @@ def bench_model(
 # EV-5 suite items
 
 
-_SCENARIO_NAMES = {"singlestream": "SingleStream", "multistream": "MultiStream", "server": "Server", "offline": "Offline"}
-
-
 def _method(r: BenchResult) -> str:
     s = r.settings
-    parts = [f"MLPerf LoadGen {_SCENARIO_NAMES[r.scenario]} ({_loadgen_version()})",
+    parts = [f"MLPerf LoadGen {Scenario(r.scenario).loadgen_name} ({_loadgen_version()})",
              f"{r.runtime.get('runtime')} {r.runtime.get('provider')}, {r.threads} intra-op threads"
              + (" (not spinning when idle: they occupy every core LoadGen's threads need)"
                 if (r.runtime.get("details") or {}).get("session_config", {}).get("session.intra_op.allow_spinning") == "0"
@@ -395,11 +382,11 @@ def _method(r: BenchResult) -> str:
              f"{r.dataset.get('samples')} samples from {r.dataset.get('source')}",
              f"batch {r.batch_size}", f"min duration {s.get('min_duration_ms', 0) / 1e3:g} s",
              f"min queries {s.get('min_query_count')}"]
-    if r.scenario == "server":
+    if r.scenario == Scenario.SERVER:
         parts.append(f"target QPS {s.get('server_target_qps')} under a p99 bound of {r.target_latency_ms:.4g} ms")
-    if r.scenario == "multistream":
+    if r.scenario == Scenario.MULTISTREAM:
         parts.append(f"{r.samples_per_query} samples per query")
-    if r.scenario == "offline":
+    if r.scenario == Scenario.OFFLINE:
         parts.append(f"expected QPS {s.get('offline_expected_qps')}")
     parts.append(f"result {r.result_validity} on attempt {len(r.attempts)} of {len(r.attempts)} "
                  "(settings auto-calibrated; a second attempt only after an INVALID first)")
@@ -427,17 +414,17 @@ def _status(r: BenchResult) -> tuple[str, str | None]:
 def scenario_items(r: BenchResult, prefix: str) -> list[Item]:
     """EV-5 items of one scenario: throughput for all, latency percentiles where they mean latency."""
     status, reason = _status(r)
-    label = f"{r.model} {_SCENARIO_NAMES[r.scenario]}"
+    label = f"{r.model} {Scenario(r.scenario).loadgen_name}"
     method = _method(r)
-    details = {"bench": r.to_dict(), "key": r.scenario in ("offline", "singlestream")}
+    details = {"bench": r.to_dict(), "key": r.scenario in (Scenario.OFFLINE, Scenario.SINGLESTREAM)}
     items = [Item.measured(
         f"{prefix}.samples_per_s", "EV-5", f"{label} throughput", value=r.samples_per_s, unit="samples/s",
         method=method + ("; MultiStream throughput = samples per query / mean query latency"
-                         if r.scenario == "multistream" else ""),
+                         if r.scenario == Scenario.MULTISTREAM else ""),
         repeats=1, status=status, reason=reason,
         details={**details, "latency_percentiles_ms": r.latency_ms, "higher_is_better": True},
     )]
-    if r.scenario != "offline" and r.p99_latency_ms is not None:
+    if r.scenario != Scenario.OFFLINE and r.p99_latency_ms is not None:
         lat = r.latency_ms
         spread = {"min": lat.get("min", r.p50_latency_ms), "median": r.p50_latency_ms,
                   "max": lat.get("max", r.p99_latency_ms), "mean": lat.get("mean", r.p50_latency_ms),
@@ -447,7 +434,7 @@ def scenario_items(r: BenchResult, prefix: str) -> list[Item]:
         series = {"x": ["p50", "p90", "p95", "p97", "p99", "p99.9"],
                   "y": [lat.get(k) for k in ("p50", "p90", "p95", "p97", "p99", "p99.9")],
                   "x_label": "percentile", "y_label": "latency (ms)", "kind": "bar", "label": label}
-        if r.scenario == "server" and r.target_latency_ms:
+        if r.scenario == Scenario.SERVER and r.target_latency_ms:
             series["hline"] = {"y": r.target_latency_ms, "label": "latency bound"}
         series["y"] = [v if v is not None else 0.0 for v in series["y"]]
         items.append(Item(
@@ -456,7 +443,7 @@ def scenario_items(r: BenchResult, prefix: str) -> list[Item]:
             "LoadGen's percentiles", repeats=samples or 1, spread=spread, status=status, reason=reason,
             details={"higher_is_better": False, "series": series, "latency_percentiles_ms": lat},
         ))
-    if r.scenario == "server" and r.qps is not None:
+    if r.scenario == Scenario.SERVER and r.qps is not None:
         items.append(Item.measured(
             f"{prefix}.qps", "EV-5", f"{label} QPS under a {r.target_latency_ms:.4g} ms p99 bound", value=r.qps,
             unit="samples/s", method=method + "; QPS = LoadGen's scheduled samples per second", repeats=1,
@@ -490,7 +477,7 @@ def _device_for(ctx: EvalContext, runtime: str) -> str:
 
 
 def _skip_items(prefix: str, model: str, reason: str) -> list[Item]:
-    return [Item.skipped(f"{prefix}.{s}.samples_per_s", "EV-5", f"{model} {_SCENARIO_NAMES[s]} throughput",
+    return [Item.skipped(f"{prefix}.{s}.samples_per_s", "EV-5", f"{model} {s.loadgen_name} throughput",
                          reason=reason, unit="samples/s") for s in SCENARIOS]
 
 
@@ -508,7 +495,7 @@ def run_model_task(ctx: EvalContext, model: str, runtime: str) -> list[Item]:
     rerun_cap = ctx.pick(quick=30.0, standard=180.0, full=None)
 
     def window(scenario: str) -> AbstractContextManager[Any] | None:
-        return energy_window(ctx) if scenario == "offline" else None
+        return energy_window(ctx) if scenario == Scenario.OFFLINE else None
 
     try:
         bench = bench_scenarios(
@@ -523,8 +510,8 @@ def run_model_task(ctx: EvalContext, model: str, runtime: str) -> list[Item]:
         items.extend(scenario_items(r, f"{prefix}.{r.scenario}"))
     if bench.accuracy is not None:
         items.append(accuracy_item(bench.accuracy, prefix))
-    offline = bench.result("offline")
-    win = bench.windows.get("offline")
+    offline = bench.result(Scenario.OFFLINE)
+    win = bench.windows.get(Scenario.OFFLINE)
     reading = getattr(win, "reading", None)
     if reading is not None:
         energy_prefix = f"EV-7.inference.{model}" + ("" if runtime == "onnxruntime" else f".{runtime}")
@@ -620,10 +607,10 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
     new_tokens = ctx.pick(quick=8, standard=32, full=64)
     concurrencies = ctx.pick(quick=(1, 2), standard=(1, 2, 4), full=(1, 2, 4))
     # Offline LoadGen reports tokens/s only; SingleStream also TTFT/TPOT percentiles but needs 64 requests
-    lg_scenario = ctx.pick(quick="offline", standard="singlestream", full="singlestream")
+    lg_scenario = ctx.pick(quick=Scenario.OFFLINE, standard=Scenario.SINGLESTREAM, full=Scenario.SINGLESTREAM)
     lg_duration = ctx.pick(quick=2.0, standard=10.0, full=60.0)
     total_steps = len(concurrencies) + 2
-    ctx.progress(0, total_steps, f"{name}: loading")
+    ctx.progress(f"{name}: loading", done=0, total=total_steps)
     path = zoo.model_path(name)
     prompts = gpt2_prompts(requests, prompt_len, seed=ctx.seed)
     items: list[Item] = []
@@ -637,7 +624,7 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
                 f"{info.intra_op_threads} intra-op threads")
         median_request_s = None
         for k, concurrency in enumerate(concurrencies, start=1):
-            ctx.progress(k, total_steps, f"{name}: {requests} requests at concurrency {concurrency}")
+            ctx.progress(f"{name}: {requests} requests at concurrency {concurrency}", done=k, total=total_steps)
             metrics, _ = measure_requests(rt, prompts, new_tokens, concurrency=concurrency)
             sub = prefix if concurrency == 1 else f"{prefix}.concurrency{concurrency}"
             label = name if concurrency == 1 else f"{name} (concurrency {concurrency})"
@@ -645,19 +632,19 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
             if concurrency == 1:
                 median_request_s = float(metrics.e2e_latency_ms["p50"]) / 1e3
         assert median_request_s is not None
-        ctx.progress(total_steps - 1, total_steps, f"{name}: LoadGen {lg_scenario} with token latencies")
+        ctx.progress(f"{name}: LoadGen {lg_scenario} with token latencies", done=total_steps - 1, total=total_steps)
         lg = loadgen_token_run(rt, list(prompts), new_tokens, request_s=median_request_s, scenario=lg_scenario,
                                min_duration_s=lg_duration, log_dir=Path(ctx.work_dir) / f"loadgen-{name}",
                                seed=ctx.seed)
     items.extend(_llm_loadgen_items(lg, f"{prefix}.loadgen.{lg_scenario}", name, base))
-    ctx.progress(total_steps, total_steps, f"{name}: done")
+    ctx.progress(f"{name}: done", done=total_steps, total=total_steps)
     return items
 
 
 def _llm_loadgen_items(lg: Any, prefix: str, name: str, base: str) -> list[Item]:
     status, reason = ("pass", None) if lg.valid else (
         "fail", f"LoadGen result {lg.result_validity}: {(lg.attempts[-1] or {}).get('invalid_reason')}")
-    method = (f"MLPerf LoadGen {_SCENARIO_NAMES[lg.scenario]} with use_token_latencies ({_loadgen_version()}): the SUT "
+    method = (f"MLPerf LoadGen {Scenario(lg.scenario).loadgen_name} with use_token_latencies ({_loadgen_version()}): the SUT "
               f"calls FirstTokenComplete after the prefill and QuerySamplesComplete with the token count; {base}; "
               f"result {lg.result_validity} after {len(lg.attempts)} attempt(s); not an official MLPerf result")
     items = [Item.measured(f"{prefix}.tokens_per_s", "EV-5", f"{name} tokens/s (LoadGen {lg.scenario})",
@@ -670,11 +657,11 @@ def _llm_loadgen_items(lg: Any, prefix: str, name: str, base: str) -> list[Item]
         spread = {"min": stats.get("min", stats["p50"]), "median": stats["p50"], "max": stats.get("max", stats["p99"]),
                   "mean": stats.get("mean", stats["p50"]), "p90": stats.get("p90"), "p99": stats.get("p99")}
         queue_note = ("; Offline issues every request at once, so TTFT includes the wait for earlier requests"
-                      if lg.scenario == "offline" and key == "ttft_ms" else "")
+                      if lg.scenario == Scenario.OFFLINE and key == "ttft_ms" else "")
         items.append(Item(
             id=f"{prefix}.{key}", clause="EV-5", name=f"{name} {label} (LoadGen {lg.scenario})", value=stats["p50"],
             unit="ms", method=method + f"; value = LoadGen's p50, spread = its percentiles{queue_note}",
-            repeats=int(lg.query_count or 1) if lg.scenario != "offline" else int(lg.settings.get("effective", {})
+            repeats=int(lg.query_count or 1) if lg.scenario != Scenario.OFFLINE else int(lg.settings.get("effective", {})
                                                                                     .get("samples_per_query", 1)),
             spread={k: float(v) for k, v in spread.items() if v is not None and math.isfinite(float(v))},
             status=status, reason=reason, details={"higher_is_better": False},

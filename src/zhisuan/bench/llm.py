@@ -33,14 +33,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zhisuan.errors import InternalError, UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
+
+if TYPE_CHECKING:  # the LoadGen package is imported only by the run that needs it
+    from zhisuan.bench.loadgen import Scenario
 
 __all__ = [
     "KvDecoder",
@@ -52,13 +57,6 @@ __all__ = [
     "stats_ms",
     "summarize_requests",
 ]
-
-Progress = Callable[[float, float, str], None]
-
-
-def _no_progress(done: float, total: float, text: str = "") -> None:
-    return None
-
 
 @dataclass(frozen=True)
 class RequestTrace:
@@ -138,7 +136,7 @@ def _stats(raw: Sequence[float | None], scale: float) -> dict[str, float | int]:
 
 
 @dataclass(frozen=True)
-class TokenMetrics:
+class TokenMetrics(Record):
     """Token latency figures of a set of requests (see the module docstring for definitions)."""
 
     requests: int
@@ -155,11 +153,6 @@ class TokenMetrics:
     requests_per_s: float
     per_request: tuple[dict[str, Any], ...] = ()
     definitions: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["per_request"] = list(self.per_request)
-        return d
 
 
 DEFINITIONS = {
@@ -280,7 +273,7 @@ def measure_requests(
     max_new_tokens: int,
     *,
     concurrency: int = 1,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> tuple[TokenMetrics, list[RequestTrace]]:
     """Run every prompt as one streamed request, ``concurrency`` at a time (client threads).
 
@@ -316,7 +309,7 @@ def measure_requests(
                 return
             with lock:
                 traces[i] = trace
-                progress(len(traces), total, f"LLM requests (concurrency {concurrency})")
+                progress(f"LLM requests (concurrency {concurrency})", done=len(traces), total=total)
 
     threads = [threading.Thread(target=client, name=f"zhisuan-llm-{c}", daemon=True) for c in range(concurrency)]
     for t in threads:
@@ -334,10 +327,10 @@ def measure_requests(
 
 
 @dataclass(frozen=True)
-class LlmLoadGenResult:
+class LlmLoadGenResult(Record):
     """A LoadGen run of LLM requests with ``use_token_latencies``: LoadGen's own TTFT/TPOT/tokens/s."""
 
-    scenario: str
+    scenario: Scenario
     valid: bool
     result_validity: str | None
     samples_per_s: float | None
@@ -351,11 +344,6 @@ class LlmLoadGenResult:
     log_dir: str | None
     early_stopping: str | None
     duration_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["attempts"] = list(self.attempts)
-        return d
 
 
 class _TokenSut:
@@ -399,11 +387,11 @@ def loadgen_token_run(
     max_new_tokens: int,
     *,
     request_s: float,
-    scenario: str = "offline",
+    scenario: Scenario | str = "offline",
     min_duration_s: float = 2.0,
     log_dir: str | Path | None = None,
     seed: int = 0,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> LlmLoadGenResult:
     """Serve ``prompts`` under LoadGen with ``use_token_latencies`` (Offline or SingleStream).
 
@@ -417,27 +405,29 @@ def loadgen_token_run(
         OFFLINE_QPS_MARGIN,
         LoadGenSettings,
         LoadGenSummary,
+        Scenario,
         ScenarioPlan,
         adjust_plan,
         import_loadgen,
         read_mllog,
     )
 
-    if scenario not in ("offline", "singlestream"):
+    scenario = Scenario.parse(scenario)
+    if scenario not in (Scenario.OFFLINE, Scenario.SINGLESTREAM):
         raise UserError(f"LLM LoadGen runs are offline or singlestream, not {scenario!r}")
     if request_s <= 0:
         raise UserError(f"request_s must be > 0, got {request_s}")
     lg = import_loadgen()
     decoder = KvDecoder(runtime)
     duration_ms = round(min_duration_s * 1e3)
-    if scenario == "offline":
-        settings = LoadGenSettings("offline", min_duration_ms=duration_ms, min_query_count=1,
+    if scenario == Scenario.OFFLINE:
+        settings = LoadGenSettings(Scenario.OFFLINE, min_duration_ms=duration_ms, min_query_count=1,
                                    offline_expected_qps=round(OFFLINE_QPS_MARGIN / request_s, 4),
                                    use_token_latencies=True, seed=seed)
         expected_s = min_duration_s * OFFLINE_QPS_MARGIN * 1.1
     else:
-        queries = EARLY_STOPPING_MIN_QUERIES["singlestream"]
-        settings = LoadGenSettings("singlestream", min_duration_ms=duration_ms, min_query_count=queries,
+        queries = EARLY_STOPPING_MIN_QUERIES[Scenario.SINGLESTREAM]
+        settings = LoadGenSettings(Scenario.SINGLESTREAM, min_duration_ms=duration_ms, min_query_count=queries,
                                    single_stream_expected_latency_ns=max(1, int(0.5 * request_s * 1e9)),
                                    use_token_latencies=True, seed=seed)
         expected_s = max(min_duration_s, queries * request_s)
@@ -456,7 +446,7 @@ def loadgen_token_run(
         log_settings.log_output.outdir = str(work)
         log_settings.log_output.copy_summary_to_stdout = False
         log_settings.enable_trace = False
-        progress(0, 1, f"LLM LoadGen {scenario}" + (" (rerun)" if attempt == 2 else ""))
+        progress(f"LLM LoadGen {scenario}" + (" (rerun)" if attempt == 2 else ""), done=0, total=1)
         t0 = time.perf_counter()
         try:
             lg.StartTestWithLogSettings(sut, qsl, plan.settings.test_settings(lg), log_settings)
@@ -464,7 +454,7 @@ def loadgen_token_run(
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)
         wall = time.perf_counter() - t0
-        progress(1, 1, f"LLM LoadGen {scenario}")
+        progress(f"LLM LoadGen {scenario}", done=1, total=1)
         summary = LoadGenSummary.from_entries(read_mllog(work))
         if log_dir is not None:
             final_dir = Path(log_dir) / f"{scenario}-attempt{attempt}"

@@ -44,6 +44,7 @@ from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.device.peak import BandwidthPeak, host_link_peak, memory_bandwidth_peak
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 KERNELS = ("copy", "scale", "add", "triad")
 ARRAYS_PER_KERNEL = {"copy": 2, "scale": 2, "add": 3, "triad": 3}
@@ -55,7 +56,7 @@ GiB = 1 << 30
 
 
 @dataclass(frozen=True)
-class StreamResult:
+class StreamResult(Record):
     """One STREAM kernel: bandwidth per timed pass in GB/s (1e9 bytes/s), first pass excluded."""
 
     kernel: str
@@ -83,13 +84,10 @@ class StreamResult:
         return statistics.median(self.samples_gbps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kernel": self.kernel, "device": self.device, "array_bytes": self.array_bytes,
-            "element_bytes": self.element_bytes, "bytes_per_element": self.bytes_per_element,
-            "bytes_per_pass": self.bytes_per_pass, "samples_gbps": list(self.samples_gbps),
-            "best_gbps": self.best_gbps, "median_gbps": self.median_gbps, "validated": self.validated,
-            "details": dict(self.details),
-        }
+        d = super().to_dict()
+        samples, tail = d.pop("samples_gbps"), {k: d.pop(k) for k in ("validated", "details")}
+        return {**d, "bytes_per_element": self.bytes_per_element, "bytes_per_pass": self.bytes_per_pass,
+                "samples_gbps": samples, "best_gbps": self.best_gbps, "median_gbps": self.median_gbps, **tail}
 
 
 def stream_array_bytes(device: Any, *, multiple: int = 4, gpu_l2_bytes: int | None = None) -> int:
@@ -218,7 +216,7 @@ def _results(device: str, n: int, seconds: dict[str, list[float]], ok: bool,
 
 
 @dataclass(frozen=True)
-class CapacityResult:
+class CapacityResult(Record):
     """Usable memory in bytes, and the allocation that verified it."""
 
     device: str
@@ -228,11 +226,6 @@ class CapacityResult:
     touch_gbps: float | None
     source: str
     details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "usable_bytes": self.usable_bytes, "total_bytes": self.total_bytes,
-                "verified_bytes": self.verified_bytes, "touch_gbps": self.touch_gbps, "source": self.source,
-                "details": dict(self.details)}
 
 
 def capacity_cpu(*, touch_bytes: int, max_fraction: float = 0.25) -> CapacityResult:
@@ -297,7 +290,7 @@ def capacity_cuda(*, device_index: int = 0, reserve_bytes: int = 256 << 20, bloc
 
 
 @dataclass(frozen=True)
-class TransferResult:
+class TransferResult(Record):
     direction: str  # "h2d" or "d2h"
     host_memory: str  # "pageable" or "pinned"
     bytes: int
@@ -308,8 +301,7 @@ class TransferResult:
         return statistics.median(self.samples_gbps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"direction": self.direction, "host_memory": self.host_memory, "bytes": self.bytes,
-                "samples_gbps": list(self.samples_gbps), "median_gbps": self.median_gbps}
+        return {**super().to_dict(), "median_gbps": self.median_gbps}
 
 
 def host_device_bandwidth(*, nbytes: int, repeats: int, device_index: int = 0,
@@ -428,7 +420,7 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
     device = ctx.device
     repeats = ctx.pick(quick=10, standard=20, full=50)
     items: list[Item] = []
-    ctx.progress(0, 3, "STREAM")
+    ctx.progress("STREAM", done=0, total=3)
     try:
         if device.kind == "cpu":
             import psutil
@@ -446,7 +438,7 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
         items.extend(stream_items(results, memory_bandwidth_peak(device) if device.kind == "cuda" else None))
     except Exception as exc:  # one crash becomes failed items, not a lost suite
         items.extend(_failed_stream(f"{type(exc).__name__}: {exc}"))
-    ctx.progress(1, 3, "capacity")
+    ctx.progress("capacity", done=1, total=3)
     try:
         if device.kind == "cpu":
             touch = int(ctx.options.get("capacity_touch_bytes") or ctx.pick(quick=GiB, standard=4 * GiB,
@@ -457,7 +449,7 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
     except Exception as exc:
         items.append(Item.failed("EV-3.capacity", "EV-3", "Usable memory capacity",
                                  reason=f"{type(exc).__name__}: {exc}", unit="GiB"))
-    ctx.progress(2, 3, "host<->device")
+    ctx.progress("host<->device", done=2, total=3)
     if device.kind == "cpu":
         items.extend(_transfer_skips("no accelerator with separate memory: the CPU works in host memory"))
     else:
@@ -469,5 +461,5 @@ def measure_memory(ctx: EvalContext) -> list[Item]:
         except Exception as exc:
             items.extend(Item.failed(i.id, "EV-3", i.name, reason=f"{type(exc).__name__}: {exc}", unit="GB/s")
                          for i in _transfer_skips("-"))
-    ctx.progress(3, 3, "memory done")
+    ctx.progress("memory done", done=3, total=3)
     return items

@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,8 @@ from zhisuan.bench._process import exit_text
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 CLAUSE = "EV-9"
 MAX_DRIFT = -0.10  # a throughput drop of more than 10% from the first to the last window fails
@@ -119,7 +121,7 @@ def model_job(device: Any, *, threads: int, batch: int, seed: int) -> ModelJob:
 
 
 @dataclass(frozen=True)
-class LoadWindow:
+class LoadWindow(Record):
     start_s: float  # time.time() at the window start
     end_s: float
     samples: int
@@ -129,9 +131,12 @@ class LoadWindow:
     def samples_per_s(self) -> float:
         return self.samples / (self.end_s - self.start_s) if self.end_s > self.start_s else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "samples_per_s": self.samples_per_s}
+
 
 @dataclass(frozen=True)
-class SustainedResult:
+class SustainedResult(Record):
     duration_s: float
     windows: tuple[LoadWindow, ...]
     calls: int
@@ -154,10 +159,9 @@ class SustainedResult:
         return throughput_drift(rates) if len(rates) >= 2 else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"duration_s": self.duration_s, "calls": self.calls, "exceptions": self.exceptions,
-                "wrong_outputs": self.wrong_outputs, "first_errors": list(self.first_errors),
-                "samples_per_s": self.samples_per_s, "drift": self.drift,
-                "windows": [{**asdict(w), "samples_per_s": w.samples_per_s} for w in self.windows]}
+        d = super().to_dict()
+        windows = d.pop("windows")  # last, after the figures computed from them
+        return {**d, "samples_per_s": self.samples_per_s, "drift": self.drift, "windows": windows}
 
 
 def throughput_drift(rates: Sequence[float]) -> float:
@@ -247,7 +251,7 @@ class HistoryReader:
 
 
 @dataclass(frozen=True)
-class ThrottleResult:
+class ThrottleResult(Record):
     clock_domain: str | None
     window_median_mhz: tuple[float | None, ...]
     window_max_temperature_c: tuple[float | None, ...]
@@ -261,7 +265,7 @@ class ThrottleResult:
         return None if self.clock_ratio is None else self.clock_ratio < MIN_CLOCK_RATIO
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "throttled": self.throttled}
+        return {**super().to_dict(), "throttled": self.throttled}
 
 
 def throttling_from_history(points: Sequence[tuple[float, Any]], windows: Sequence[LoadWindow],
@@ -301,7 +305,7 @@ def throttling_from_history(points: Sequence[tuple[float, Any]], windows: Sequen
 
 
 @dataclass(frozen=True)
-class DeterminismResult:
+class DeterminismResult(Record):
     runs: int
     identical_runs: int  # bitwise equal to the first run
     max_abs_diff: float
@@ -314,7 +318,7 @@ class DeterminismResult:
         return self.identical_runs == self.runs and self.identical_sessions == self.sessions
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "deterministic": self.deterministic}
+        return {**super().to_dict(), "deterministic": self.deterministic}
 
 
 def _diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> tuple[bool, float]:
@@ -359,7 +363,7 @@ def check_determinism(
 
 
 @dataclass(frozen=True)
-class SdcResult:
+class SdcResult(Record):
     size: int
     repeats: int
     elements_checked: int
@@ -370,13 +374,10 @@ class SdcResult:
     max_error_over_bound: float  # the largest |error| / bound (< 1 is within the bound)
     seconds: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def gemm_sdc(*, size: int, repeats: int, device: Any = None, seed: int = 0,
              matmul: Callable[[Any, Any], Any] | None = None,
-             progress: Callable[[int, int], None] | None = None) -> SdcResult:
+             progress: Progress = no_progress) -> SdcResult:
     """Repeat ``A @ B`` (FP32, seeded) and compare every result with one float64 host reference."""
     import torch
 
@@ -409,8 +410,8 @@ def gemm_sdc(*, size: int, repeats: int, device: Any = None, seed: int = 0,
                 first = c.clone()
             elif not torch.equal(c.view(torch.int32), first.view(torch.int32)):
                 bitwise += 1
-            if progress is not None and (r + 1) % max(1, repeats // 20) == 0:
-                progress(r + 1, repeats)
+            if (r + 1) % max(1, repeats // 20) == 0:
+                progress("silent data corruption: repeated GEMM", done=r + 1, total=repeats)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return SdcResult(size, repeats, size * size * repeats, beyond, repeats_bad, bitwise, max_err, max_ratio,
@@ -435,7 +436,7 @@ def _fp32_matmul() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class RecoveryCase:
+class RecoveryCase(Record):
     failure: str
     failed_as_expected: bool
     error: str
@@ -448,7 +449,7 @@ class RecoveryCase:
         return self.failed_as_expected and self.next_job_ok
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "recovered": self.recovered}
+        return {**super().to_dict(), "recovered": self.recovered}
 
 
 def failing_onnx_model() -> bytes:
@@ -595,7 +596,7 @@ def measure_sustained(ctx: EvalContext) -> list[Item]:
         else max(duration / 12, 0.5)
     kind = getattr(ctx.device, "kind", "cpu")
     batch = 32 if kind == "cuda" else 4
-    ctx.progress(0, duration, "loading the model")
+    ctx.progress("loading the model", done=0, total=duration)
     job = model_job(ctx.device, threads=ctx.threads, batch=batch, seed=ctx.seed)
     reader = HistoryReader(ctx.sampler, ctx.device.id)
     with job.open() as rt:
@@ -604,8 +605,8 @@ def measure_sustained(ctx: EvalContext) -> list[Item]:
 
         def on_window(window: LoadWindow, elapsed: float) -> None:
             reader.collect()
-            ctx.progress(min(elapsed, duration), duration,
-                         f"sustained load: {window.samples_per_s:,.1f} samples/s in the last window")
+            ctx.progress(f"sustained load: {window.samples_per_s:,.1f} samples/s in the last window",
+                         done=min(elapsed, duration), total=duration)
 
         with energy_window(ctx) as energy:
             result = sustained_load(lambda: _run_output(rt, job), samples_per_call=job.batch, duration_s=duration,
@@ -666,7 +667,7 @@ def measure_sustained(ctx: EvalContext) -> list[Item]:
             details={"throttle": throttle.to_dict(), "series": series,
                      "max_temperature_c": max(temps) if temps else None}))
     items += energy_items("EV-7.sustained", result.samples_per_s, "samples/s", energy.reading)
-    ctx.progress(duration, duration, "done")
+    ctx.progress("done", done=duration, total=duration)
     return items
 
 
@@ -699,7 +700,7 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
     kind = getattr(ctx.device, "kind", "cpu")
     repeats = ctx.pick(quick=20, standard=100, full=1000)
     sessions = ctx.pick(quick=2, standard=3, full=5)
-    ctx.progress(0, 3, "determinism")
+    ctx.progress("determinism", done=0, total=3)
     job = model_job(ctx.device, threads=ctx.threads, batch=1, seed=ctx.seed)
     items: list[Item] = []
     # CPU: as configured. GPU: deterministic algorithms off (cudnn.benchmark free to pick any kernel), then on.
@@ -733,7 +734,7 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
             f"of {result.sessions} fresh sessions differ from the first run (max abs diff {worst:.3g})",
             details={"determinism": result.to_dict(), "higher_is_better": False}))
 
-    ctx.progress(1, 3, "silent data corruption: repeated GEMM")
+    ctx.progress("silent data corruption: repeated GEMM", done=1, total=3)
     device = torch.device("cuda", ctx.device.index) if kind == "cuda" else torch.device("cpu")
     size = ctx.pick(quick=1024, standard=2048, full=2048) if kind == "cpu" else 4096
     sdc_repeats = ctx.pick(quick=60, standard=300, full=2000) if kind == "cpu" else ctx.pick(
@@ -744,7 +745,8 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
         torch.set_num_threads(threads)
     try:
         sdc = gemm_sdc(size=size, repeats=sdc_repeats, device=device, seed=ctx.seed,
-                       progress=lambda d, t: ctx.progress(1 + d / t, 3, "silent data corruption: repeated GEMM"))
+                       progress=lambda text="", *, done=0, total=1: ctx.progress(
+                           text, done=1 + (done or 0) / (total or 1), total=3))
     finally:
         torch.set_num_threads(before)
     sdc_ok = sdc.beyond_bound == 0
@@ -759,7 +761,7 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
         reason=None if sdc_ok else f"{sdc.beyond_bound} element(s) in {sdc.repeats_with_errors} repeat(s) beyond the bound",
         details={"sdc": sdc.to_dict(), "higher_is_better": False}))
 
-    ctx.progress(2, 3, "recovery after failed jobs")
+    ctx.progress("recovery after failed jobs", done=2, total=3)
     assert reference is not None
     with job.open() as rt:
         cases = recovery_checks(lambda: _run_output(rt, job), reference, device=ctx.device)
@@ -779,5 +781,5 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
                  "table": {"columns": ["failure provoked", "failed", "error", "next job ok", "max abs diff", "detail"],
                            "rows": [[c.failure, c.failed_as_expected, c.error, c.next_job_ok,
                                      c.next_job_max_abs_diff, c.detail] for c in cases]}}))
-    ctx.progress(3, 3, "done")
+    ctx.progress("done", done=3, total=3)
     return items

@@ -46,11 +46,12 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 SCHEMA_VERSION = "1.0"
 CLAUSES = tuple(f"EV-{i}" for i in range(1, 12))
@@ -153,7 +154,7 @@ def spread_of(samples: Sequence[float]) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class Item:
+class Item(Record):
     """One measured figure of the report (EV-11)."""
 
     id: str
@@ -233,17 +234,18 @@ class Item:
             float(self.value)
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Item:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# report.json's key order: the header first, the items last
+_REPORT_KEYS = ("schema_version", "suite", "started_at", "finished_at", "environment", "summary", "telemetry", "items")
+
+
 @dataclass(frozen=True)
-class Report:
+class Report(Record):
     """``report.json``: schema version, environment record (EV-1), suite, items.
 
     ``telemetry`` holds the device's telemetry over the whole run when a sampler could run:
@@ -261,16 +263,9 @@ class Report:
     telemetry: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "suite": self.suite,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "environment": self.environment,
-            "summary": self.summary or summarize(self.items),
-            "telemetry": self.telemetry,
-            "items": [i.to_dict() for i in self.items],
-        }
+        d = super().to_dict()
+        d["summary"] = d["summary"] or summarize(self.items)
+        return {k: d[k] for k in _REPORT_KEYS}
 
     def clause_items(self, clause: str) -> list[Item]:
         return [i for i in self.items if i.clause == clause]

@@ -36,7 +36,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ from zhisuan._child import child_command, child_env
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import ChecksumError, UserError
+from zhisuan.progress import Recorder
+from zhisuan.results import Record
 
 CLAUSE = "EV-10"
 PATTERN = 0x5A5A_C0DE_D00D_F00D  # below 2**63, so it also fits a signed int64 CUDA tensor
@@ -100,7 +102,7 @@ def run_probe(mode: str, kind: str, index: int, sizes: Sequence[int], word: int,
 
 
 @dataclass(frozen=True)
-class ResidueResult:
+class ResidueResult(Record):
     kind: str
     size_bytes: int
     filled_bytes: int  # the first job's own count: proves the pattern was really written
@@ -112,7 +114,7 @@ class ResidueResult:
         return sum(self.cross_job.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "leaked_bytes": self.leaked_bytes}
+        return {**super().to_dict(), "leaked_bytes": self.leaked_bytes}
 
 
 def memory_residue(kind: str, index: int, *, size_bytes: int, word: int,
@@ -143,14 +145,11 @@ def _size_label(size: int) -> str:
 
 
 @dataclass(frozen=True)
-class TamperCase:
+class TamperCase(Record):
     what: str
     refused: bool  # the tampered bytes were refused (never parsed)
     control_ok: bool  # the intact file was accepted, so the check is not vacuous
     detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @contextlib.contextmanager
@@ -192,9 +191,10 @@ def tampered_cache(model: str, scratch: Path) -> TamperCase:
         control = zoo.export(model)  # the intact copy must be reused as it is
     offset = flip_byte(copy)
     tampered_sha = sha256_file(copy)
-    messages: list[str] = []
+    seen = Recorder()
     with _env("ZHISUAN_CACHE_DIR", str(cache)):
-        result = zoo.export(model, progress=messages.append)
+        result = zoo.export(model, progress=seen)
+    messages = [text for text, _done, _total in seen.events]
     served_sha = sha256_file(result.path)
     refused = (not result.cached) and served_sha == source.sha256 and served_sha != tampered_sha
     noticed = [m for m in messages if "does not match" in m]
@@ -263,26 +263,19 @@ class _Payload:
 
 
 @dataclass(frozen=True)
-class LoaderAttempt:
+class LoaderAttempt(Record):
     loader: str
     file: str
     refused: bool
     error: str
     marker_created: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class UnpickleResult:
+class UnpickleResult(Record):
     attempts: tuple[LoaderAttempt, ...]
     marker_created: bool  # by any zhisuan loader
     payload_live: bool  # the control (plain pickle.load in a child) did write its marker
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"attempts": [a.to_dict() for a in self.attempts], "marker_created": self.marker_created,
-                "payload_live": self.payload_live}
 
 
 def write_payloads(directory: Path, marker: Path) -> dict[str, Path]:
@@ -377,7 +370,7 @@ def measure_security(ctx: EvalContext) -> list[Item]:
     scratch = Path(tempfile.mkdtemp(prefix="ev10-", dir=base))
     items: list[Item] = []
     try:
-        ctx.progress(0, 3, "memory residue across jobs")
+        ctx.progress("memory residue across jobs", done=0, total=3)
         size = ctx.pick(quick=64, standard=256, full=1024) << 20 if kind == "cuda" else ctx.pick(
             quick=64, standard=128, full=512) << 20
         word = job_pattern(int(time.time_ns()))
@@ -409,7 +402,7 @@ def measure_security(ctx: EvalContext) -> list[Item]:
             details={"table": {"columns": ["block size", "allocator", "pattern bytes found"], "rows": same_rows},
                      "higher_is_better": False}))
 
-        ctx.progress(1, 3, "checksums before loading")
+        ctx.progress("checksums before loading", done=1, total=3)
         cases = [tampered_cache("ppocr-cls", scratch / "cache-check"), tampered_weights(scratch / "weights-check")]
         ok = all(c.refused and c.control_ok for c in cases)
         items.append(Item.measured(
@@ -424,7 +417,7 @@ def measure_security(ctx: EvalContext) -> list[Item]:
             reason=None if ok else "; ".join(f"{c.what}: {c.detail}" for c in cases if not (c.refused and c.control_ok)),
             details={"cases": [c.to_dict() for c in cases]}))
 
-        ctx.progress(2, 3, "no code from model files")
+        ctx.progress("no code from model files", done=2, total=3)
         result = unpickle_check(scratch / "unpickle")
         accepted = [a for a in result.attempts if not a.refused]
         ok = not result.marker_created and not accepted and result.payload_live
@@ -451,5 +444,5 @@ def measure_security(ctx: EvalContext) -> list[Item]:
                                         for a in result.attempts]}}))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    ctx.progress(3, 3, "done")
+    ctx.progress("done", done=3, total=3)
     return items

@@ -45,19 +45,21 @@ from zhisuan.bench.schema import (
     summarize,
     validate_report,
 )
-from zhisuan.bench.tasks import SUITES, EvalContext, Task, import_errors, registered_tasks
+from zhisuan.bench.tasks import EvalContext, Suite, Task, import_errors, registered_tasks
 from zhisuan.errors import InternalError, UserError, ZhisuanError
+from zhisuan.progress import Progress
+from zhisuan.results import Record
 
 DEFAULT_OUT_DIR = Path("zhisuan-report")
 DEFAULT_EST_S = 10.0  # a task that gives no estimate for the suite
 PARTIAL_DIR = ".partial"
 RUN_FILE = "run.json"
-TELEMETRY_INTERVAL_S = {"quick": 0.2, "standard": 0.5, "full": 0.5}
+TELEMETRY_INTERVAL_S = {Suite.QUICK: 0.2, Suite.STANDARD: 0.5, Suite.FULL: 0.5}
 TELEMETRY_POINTS = 600  # the report keeps at most this many telemetry points (bucket means)
 
 
 @dataclass(frozen=True)
-class SuiteConfig:
+class SuiteConfig(Record):
     """What ``zhisuan evaluate`` was asked for.
 
     ``device``: a selector as in ``zhisuan device list`` (``cpu:0``, ``cuda:0``, ``1``, a name
@@ -66,7 +68,7 @@ class SuiteConfig:
     command line recorded in the environment record (EV-1).
     """
 
-    suite: str = "quick"
+    suite: Suite = Suite.QUICK  # a suite name is parsed
     device: str | None = None
     out_dir: Path | str = DEFAULT_OUT_DIR
     resume: bool = False
@@ -76,12 +78,8 @@ class SuiteConfig:
     command: tuple[str, ...] = ()
     telemetry: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "suite": self.suite, "device": self.device, "out_dir": str(self.out_dir), "resume": self.resume,
-            "threads": self.threads, "seed": self.seed, "only": list(self.only), "command": list(self.command),
-            "telemetry": self.telemetry,
-        }
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "suite", Suite.parse(self.suite))
 
 
 EventKind = Literal["suite_start", "task_start", "task_progress", "task_end", "writing", "suite_end"]
@@ -92,7 +90,8 @@ class SuiteEvent:
     """A progress event of :func:`run_suite`; the CLI turns these into progress bars.
 
     ``index``/``total`` count tasks; ``est_s`` is this task's estimate, ``total_est_s`` the
-    suite's; ``done``/``task_total``/``text`` come from the task's own ``ctx.progress``.
+    suite's; ``text``/``done``/``task_total`` come from the task's own ``ctx.progress`` (``None``:
+    not given with that message).
     """
 
     kind: EventKind
@@ -102,8 +101,8 @@ class SuiteEvent:
     title: str = ""
     est_s: float = 0.0
     total_est_s: float = 0.0
-    done: float = 0.0
-    task_total: float = 0.0
+    done: float | None = None
+    task_total: float | None = None
     text: str = ""
     duration_s: float | None = None
     counts: dict[str, int] | None = None
@@ -146,14 +145,13 @@ def _matches(task: Task, pattern: str) -> bool:
 
 
 def select_tasks(
-    suite: str, device_kind: str, only: Sequence[str] = (), tasks: dict[str, Task] | None = None
+    suite: Suite | str, device_kind: str, only: Sequence[str] = (), tasks: dict[str, Task] | None = None
 ) -> list[Task]:
     """The tasks of ``suite`` that apply to ``device_kind`` (and match one of ``only``), in order.
 
     An ``only`` pattern that matches no registered task at all is a :class:`UserError`.
     """
-    if suite not in SUITES:
-        raise UserError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
+    suite = Suite.parse(suite)
     broken = {}
     if tasks is None:
         tasks, broken = registered_tasks(), import_errors()
@@ -395,8 +393,6 @@ def run_suite(
     from zhisuan.bench.environment_record import collect_environment
 
     emit = progress or (lambda _event: None)
-    if config.suite not in SUITES:
-        raise UserError(f"unknown suite {config.suite!r}; choose one of: {', '.join(SUITES)}")
     if config.threads is not None and config.threads < 1:
         raise UserError(f"--threads must be at least 1, not {config.threads}")
     if config.seed < 0:
@@ -448,9 +444,7 @@ def run_suite(
             emit(base)
             offset = time.monotonic() - telemetry.t0
             record = _run_task(task, config, device, threads, environment, out_dir, telemetry.sampler,
-                               lambda done, total, text="", base=base: emit(
-                                   replace(base, kind="task_progress", done=float(done), task_total=float(total),
-                                           text=str(text))))
+                               _task_progress(emit, base))
             record.start_offset_s = offset
             store.save(record, fp["digest"])
             records.append(record)
@@ -472,9 +466,19 @@ def run_suite(
     return report
 
 
+def _task_progress(emit: Callable[[SuiteEvent], None], base: SuiteEvent) -> Progress:
+    """The task's ``ctx.progress``: each call becomes a ``task_progress`` event."""
+
+    def report(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+        emit(replace(base, kind="task_progress", text=str(text), done=None if done is None else float(done),
+                     task_total=None if total is None else float(total)))
+
+    return report
+
+
 def _run_task(
     task: Task, config: SuiteConfig, device: Any, threads: int, environment: dict[str, Any], out_dir: Path,
-    sampler: Any, progress: Callable[..., None],
+    sampler: Any, progress: Progress,
 ) -> _TaskRecord:
     work_dir = out_dir / "work" / _safe_name(task.id)[: -len(".json")]
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,33 @@ saving each task's items as soon as it finishes so that an interrupted run can `
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from zhisuan.errors import InternalError
+from zhisuan.errors import InternalError, UserError
+from zhisuan.progress import Progress, no_progress
 
-Suite = Literal["quick", "standard", "full"]
-SUITES: tuple[str, ...] = ("quick", "standard", "full")
+
+class Suite(enum.StrEnum):
+    """How long an evaluation runs: ``quick`` (minutes), ``standard``, ``full``."""
+
+    QUICK = "quick"
+    STANDARD = "standard"
+    FULL = "full"
+
+    @classmethod
+    def parse(cls, value: str) -> Suite:
+        """``value`` as a suite; anything else is a :class:`UserError` naming the three."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise UserError(f"unknown suite {value!r}; choose one of: {', '.join(cls)}") from None
+
+
+SUITES: tuple[Suite, ...] = tuple(Suite)
 
 
 @dataclass
@@ -28,43 +46,46 @@ class EvalContext:
     """What a task may use: the suite, the device under test, threads, seed, a scratch dir.
 
     ``device`` is the :class:`zhisuan.device.base.DeviceInfo` being evaluated (``kind`` "cpu",
-    "cuda", ...). ``progress(done, total, text)`` updates the task's progress bar (a no-op when
-    there is none). ``sampler`` is a running TelemetrySampler over the device when one could be
+    "cuda", ...). ``progress(text, done=, total=)`` (:class:`zhisuan.progress.Progress`) updates
+    the task's progress bar (a no-op when there is none). ``sampler`` is a running TelemetrySampler over the device when one could be
     started, else None; tasks that report energy read their window from it. ``work_dir`` is the
     task's own scratch directory (``DIR/work/<task id>``, kept as evidence, e.g. LoadGen logs).
     ``environment`` is the run's EV-1 environment record (:mod:`zhisuan.bench.environment_record`).
     """
 
-    suite: str
+    suite: Suite  # a suite name is parsed
     device: Any
     threads: int
     seed: int = 0
     work_dir: Path = Path(".")
     sampler: Any = None
-    progress: Callable[[float, float, str], None] = field(default=lambda done, total, text="": None)
+    progress: Progress = no_progress
     options: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.suite = Suite.parse(self.suite)
+
     @property
     def is_quick(self) -> bool:
-        return self.suite == "quick"
+        return self.suite is Suite.QUICK
 
     def pick(self, quick: Any, standard: Any, full: Any) -> Any:
         """The parameter for this suite, e.g. ``ctx.pick(quick=60, standard=600, full=3600)``."""
-        return {"quick": quick, "standard": standard, "full": full}[self.suite]
+        return {Suite.QUICK: quick, Suite.STANDARD: standard, Suite.FULL: full}[self.suite]
 
 
 @dataclass(frozen=True)
 class Task:
     id: str
     clause: str
-    suites: tuple[str, ...]
+    suites: tuple[Suite, ...]
     run: Callable[[EvalContext], list[Any]]
     title: str = ""
     est_s: dict[str, float] = field(default_factory=dict)
     device_kinds: tuple[str, ...] = ()  # empty: any device
 
-    def applies_to(self, suite: str, device_kind: str) -> bool:
+    def applies_to(self, suite: Suite | str, device_kind: str) -> bool:
         return suite in self.suites and (not self.device_kinds or device_kind in self.device_kinds)
 
 
@@ -86,7 +107,7 @@ def task(
     def register(fn: Callable[[EvalContext], list[Any]]) -> Callable[[EvalContext], list[Any]]:
         if id in _TASKS and _TASKS[id].run is not fn:
             raise InternalError(f"task {id!r} registered twice")
-        _TASKS[id] = Task(id=id, clause=clause, suites=tuple(suites), run=fn,
+        _TASKS[id] = Task(id=id, clause=clause, suites=tuple(Suite.parse(s) for s in suites), run=fn,
                           title=title or (fn.__doc__ or id).strip().splitlines()[0],
                           est_s=dict(est_s or {}), device_kinds=tuple(device_kinds))
         return fn

@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from zhisuan._child import child_command, child_env
 from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
+from zhisuan.results import Record
 
 CLAUSE = "EV-6"
 TARGET_ACCURACY = 0.95
@@ -105,7 +106,7 @@ def build_model() -> Any:
 
 
 @dataclass(frozen=True)
-class ModelFlops:
+class ModelFlops(Record):
     """FLOPs per sample counted by ``FlopCounterMode`` (multiply and add = 2 FLOPs)."""
 
     forward: int
@@ -117,7 +118,7 @@ class ModelFlops:
         return 3 * self.forward
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "training_3x_forward": self.training}
+        return {**super().to_dict(), "training_3x_forward": self.training}
 
 
 def count_flops(model: Any, device: Any, batch: int = 8) -> ModelFlops:
@@ -185,7 +186,7 @@ class EpochPoint:
 
 
 @dataclass(frozen=True)
-class TimeToTrain:
+class TimeToTrain(Record):
     """One MLPerf-style run: ``seconds`` is None when the target was not reached."""
 
     seconds: float | None
@@ -205,7 +206,7 @@ class TimeToTrain:
         return self.train_samples / self.train_s if self.train_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reached": self.reached, "samples_per_s": self.samples_per_s}
+        return {**super().to_dict(), "reached": self.reached, "samples_per_s": self.samples_per_s}
 
 
 def time_to_train(
@@ -390,7 +391,7 @@ def scaling_efficiency(throughput_1: Sequence[float], throughput_n: Sequence[flo
 
 
 @dataclass(frozen=True)
-class DdpConfig:
+class DdpConfig(Record):
     world_size: int
     backend: str  # "gloo" or "nccl"
     device_kind: str  # "cpu" or "cuda"
@@ -402,20 +403,13 @@ class DdpConfig:
     seed: int = 0
     timeout_s: float = 180.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DdpRun:
+class DdpRun(Record):
     config: DdpConfig
     samples_per_s: tuple[float, ...]  # per window, all processes together
     wall_s: float  # process start to exit
     per_rank_s: tuple[float, ...] = field(default=())  # each rank's total timed seconds
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "samples_per_s": list(self.samples_per_s),
-                "wall_s": self.wall_s, "per_rank_s": list(self.per_rank_s)}
 
 
 _RANK = "zhisuan.bench.children.training_ddp_rank"  # one worker process per rank
@@ -507,7 +501,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
         warm_up(device)
         runs = []
         for r in range(runs_n):
-            ctx.progress(r, steps_total, f"time to {TARGET_ACCURACY:.2f} accuracy, run {r + 1}/{runs_n}")
+            ctx.progress(f"time to {TARGET_ACCURACY:.2f} accuracy, run {r + 1}/{runs_n}", done=r, total=steps_total)
             runs.append(time_to_train(device=device, seed=ctx.seed + r, split_seed=ctx.seed))
         reached = [run.seconds for run in runs if run.seconds is not None]
         method = (f"MLPerf Training rule: wall clock from before loading {DATASET} to the first epoch whose "
@@ -531,7 +525,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
                 "EV-6.time_to_train", CLAUSE, f"Time to {TARGET_ACCURACY} test accuracy (digits CNN)",
                 value=mlperf_score(reached), unit="s", method=method, samples=reached, details=details))
 
-        ctx.progress(runs_n, steps_total, "steady-state training throughput")
+        ctx.progress("steady-state training throughput", done=runs_n, total=steps_total)
         flops = count_flops(build_model().to(device), device)
         with energy_window(ctx) as window:
             rates = training_throughput(device=device, seed=ctx.seed, windows=windows)
@@ -544,7 +538,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
                                     "in_run_samples_per_s": [run.samples_per_s for run in runs]}))
         items += energy_items("EV-7.training", rate, "samples/s", window.reading)
 
-        ctx.progress(runs_n + 1, steps_total, "model FLOPs utilisation")
+        ctx.progress("model FLOPs utilisation", done=runs_n + 1, total=steps_total)
         peak = fp32_peak(ctx.device, cores=ctx.threads)
         mfu_method = ("MFU = 3 x forward FLOPs per sample (FlopCounterMode: "
                       f"{flops.forward:,} FLOPs; one counted forward+backward step: {flops.forward_backward_counted:,}) "
@@ -560,7 +554,7 @@ def measure_training(ctx: EvalContext) -> list[Item]:
                 samples=samples,
                 details={"achieved_gflops": flops.training * rate / 1e9, "peak_gflops": peak.flops / 1e9,
                          "peak_source": peak.source, "flops_per_sample": flops.to_dict()}))
-    ctx.progress(steps_total, steps_total, "done")
+    ctx.progress("done", done=steps_total, total=steps_total)
     return items
 
 
@@ -590,11 +584,11 @@ def measure_scaling(ctx: EvalContext) -> list[Item]:
     work = Path(ctx.work_dir)
     runs: dict[int, DdpRun] = {}
     for i, world in enumerate((1, n)):
-        ctx.progress(i, 2, f"DDP with {world} process(es)")
+        ctx.progress(f"DDP with {world} process(es)", done=i, total=2)
         config = DdpConfig(world_size=world, backend=backend, device_kind=kind,
                            threads_per_process=threads_per_process, windows=windows, seed=ctx.seed)
         runs[world] = run_ddp(config, work)
-    ctx.progress(2, 2, "done")
+    ctx.progress("done", done=2, total=2)
     one, many = runs[1].samples_per_s, runs[n].samples_per_s
     efficiency = scaling_efficiency(one, many, n)
     base_one = statistics.median(one)

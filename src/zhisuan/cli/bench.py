@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,8 +11,7 @@ import typer
 
 from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
 from zhisuan.errors import UserError
-
-SCENARIO_CHOICES = ("singlestream", "multistream", "server", "offline")
+from zhisuan.progress import Progress, no_progress
 
 
 def _batch(value: str) -> int | None:
@@ -54,12 +53,12 @@ def bench_cmd(
     Example:  zhisuan bench efficientnet-lite0 --scenario server --threads 2 --duration 10 --json
     """
     from zhisuan.bench.inference import bench_model
+    from zhisuan.bench.loadgen import Scenario
 
-    if scenario.lower() not in SCENARIO_CHOICES:
-        raise UserError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIO_CHOICES)}")
+    chosen = Scenario.parse(scenario)  # before the model loads
     with _progress(enabled=not json_out) as progress:
         result = bench_model(
-            model, scenario=scenario.lower(), runtime=runtime, precision=precision, device=device, threads=threads,
+            model, scenario=chosen, runtime=runtime, precision=precision, device=device, threads=threads,
             batch=_batch(batch), duration_s=duration, data=data, random=random, target_latency_ms=target_latency_ms,
             samples_per_query=samples_per_query, log_dir=logs, accuracy=accuracy, seed=seed, progress=progress,
         )
@@ -70,18 +69,19 @@ def bench_cmd(
 
 
 @contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[float, float, str], None]]:
-    """A rich progress bar on stderr fed by the core's ``progress(done, total, text)``."""
+def _progress(*, enabled: bool) -> Iterator[Progress]:
+    """A rich progress bar on stderr fed by the core's ``progress(text, done=, total=)``."""
     if not enabled or not err_console.is_terminal:
-        yield lambda done, total, text="": None
+        yield no_progress
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bars
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
+    with Bars(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:
         task_id = bar.add_task("bench", total=1.0)
 
-        def update(done: float, total: float, text: str = "") -> None:
+        def update(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
             bar.update(task_id, completed=done, total=total or None, description=text or "bench")
 
         yield update

@@ -42,12 +42,12 @@ def evaluate_cmd(
     from zhisuan.report.html import write_suite_html
 
     patterns = tuple(p.strip() for value in only or [] for p in value.split(",") if p.strip())
-    config = SuiteConfig(
-        suite=suite, device=device, out_dir=out, resume=resume, threads=threads, seed=seed, only=patterns,
-        command=tuple(_command(suite, device, out, resume, threads, seed, patterns, json_out)),
-    )
     ui = _ProgressUI(enabled=not json_out)
     try:
+        config = SuiteConfig(
+            suite=suite, device=device, out_dir=out, resume=resume, threads=threads, seed=seed, only=patterns,
+            command=tuple(_command(suite, device, out, resume, threads, seed, patterns, json_out)),
+        )
         with ui, _stdout_to_stderr(json_out):
             report = write_suite_html(run_suite(config, progress=ui.on_event), out)
     except UserError as exc:

@@ -30,8 +30,9 @@ settings are calibrated here rather than fixed by the rules, and nothing is audi
 True
 """
 
-# Beyond __all__, the tuning constants, MAX_BATCH, Progress and OFFICIAL_NOTE are re-exported
-# (``X as X``): they were public names of the single module this package replaces.
+# Beyond __all__, the tuning constants, MAX_BATCH, Progress (now zhisuan.progress.Progress) and
+# OFFICIAL_NOTE are re-exported (``X as X``): they were public names of the single module this
+# package replaces.
 from zhisuan.bench.loadgen.calibration import (
     BATCH_SIZES,
     BatchTiming,
@@ -45,6 +46,7 @@ from zhisuan.bench.loadgen.plan import (
     EARLY_STOPPING_MIN_QUERIES,
     SCENARIOS,
     LoadGenSettings,
+    Scenario,
     ScenarioPlan,
     adjust_plan,
     plan_scenario,
@@ -64,7 +66,7 @@ from zhisuan.bench.loadgen.run import BenchResult, run_scenario
 from zhisuan.bench.loadgen.samples import SampleSet, dynamic_batch, npz_samples, random_samples
 from zhisuan.bench.loadgen.sut import MAX_BATCH as MAX_BATCH
 from zhisuan.bench.loadgen.sut import BatchRunner, LoadGenRun, import_loadgen, run_loadgen
-from zhisuan.bench.loadgen.sut import Progress as Progress
+from zhisuan.progress import Progress as Progress
 
 __all__ = [
     "BATCH_SIZES",
@@ -78,6 +80,7 @@ __all__ = [
     "LoadGenSettings",
     "LoadGenSummary",
     "SampleSet",
+    "Scenario",
     "ScenarioPlan",
     "adjust_plan",
     "calibrate",

@@ -12,14 +12,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from zhisuan.bench.loadgen.plan import LoadGenSettings, ScenarioPlan
-from zhisuan.bench.loadgen.sut import BatchRunner, Progress, _no_progress, run_loadgen
+from zhisuan.bench.loadgen.sut import BatchRunner, run_loadgen
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 __all__ = [
     "BATCH_SIZES",
@@ -37,7 +39,7 @@ PROBE_MAX_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
-class BatchTiming:
+class BatchTiming(Record):
     """Wall time of one batch size, measured around the same call the SUT makes."""
 
     batch: int
@@ -58,7 +60,7 @@ class BatchTiming:
         return self.batch * 1e3 / self.min_ms
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "samples_per_s": self.samples_per_s, "peak_samples_per_s": self.peak_samples_per_s}
+        return {**super().to_dict(), "samples_per_s": self.samples_per_s, "peak_samples_per_s": self.peak_samples_per_s}
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def calibrate(
     max_batch_latency_s: float = 2.0,
     loadgen_probe: bool = True,
     clock: Callable[[], float] = time.perf_counter,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> Calibration:
     """Time real batches of each size, interleaved, with the exact call the SUT makes.
 
@@ -190,7 +192,7 @@ def calibrate(
     n = len(runner.samples)
     active: list[int] = []
     for b in sizes:
-        progress(len(active), len(sizes) + 1, f"calibrating: warm-up at batch {b}")
+        progress(f"calibrating: warm-up at batch {b}", done=len(active), total=len(sizes) + 1)
         t0 = clock()
         runner.run([j % n for j in range(b)])  # warm-up: first-run allocations
         active.append(b)
@@ -209,7 +211,8 @@ def calibrate(
             dt = clock() - t0
             times[b].append(dt)
             spent += dt
-        progress(len(sizes) * min(1.0, spent / budget), len(sizes) + 1, f"calibrating: round {round_ + 1}")
+        progress(f"calibrating: round {round_ + 1}", done=len(sizes) * min(1.0, spent / budget),
+                 total=len(sizes) + 1)
         if round_ + 1 >= min_repeats and spent >= budget:
             break
     timings: list[BatchTiming] = []
@@ -228,6 +231,6 @@ def calibrate(
         if probe.sut_errors:
             raise UserError(f"the model failed during calibration: {probe.sut_errors[0]}")
         probe_rate, probe_batch = probe.summary.samples_per_s, best.batch
-    progress(len(sizes) + 1, len(sizes) + 1, "calibrated")
+    progress("calibrated", done=len(sizes) + 1, total=len(sizes) + 1)
     return Calibration(tuple(timings), clock() - start, runner.batchable, dispatch, probe_rate, probe_batch,
                        probe_count)

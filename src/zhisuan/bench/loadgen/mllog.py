@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zhisuan.errors import InternalError
+from zhisuan.results import Record
 
 __all__ = ["LoadGenSummary", "parse_mllog", "read_mllog"]
 
@@ -75,7 +76,7 @@ def _number(values: Mapping[str, Any], key: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class LoadGenSummary:
+class LoadGenSummary(Record):
     """What LoadGen reported for one run, read from its ``:::MLLOG`` entries.
 
     Latencies are in nanoseconds as LoadGen logs them, keyed ``min``, ``max``, ``mean``, ``p50``,
@@ -115,7 +116,7 @@ class LoadGenSummary:
         return self.validity == "VALID"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = super().to_dict()
         d["valid"] = self.valid
         d["errors"], d["warnings"] = list(self.errors), list(self.warnings)
         return d

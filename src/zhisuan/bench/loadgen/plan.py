@@ -9,12 +9,14 @@ INVALID run.
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from zhisuan.bench.loadgen.mllog import LoadGenSummary, _queries_needed
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 if TYPE_CHECKING:  # the calibration runs a LoadGen probe with a plan, so it imports this module
     from zhisuan.bench.loadgen.calibration import Calibration
@@ -33,13 +35,40 @@ __all__ = [
     "SERVER_UTILIZATION",
     "SINGLESTREAM_MIN_QUERIES",
     "LoadGenSettings",
+    "Scenario",
     "ScenarioPlan",
     "adjust_plan",
     "plan_scenario",
 ]
 
-SCENARIOS: tuple[str, ...] = ("singlestream", "multistream", "server", "offline")
-_LG_SCENARIO = {"singlestream": "SingleStream", "multistream": "MultiStream", "server": "Server", "offline": "Offline"}
+
+
+class Scenario(enum.StrEnum):
+    """The four MLPerf LoadGen scenarios, by zhisuan's lower-case names."""
+
+    SINGLESTREAM = "singlestream"
+    MULTISTREAM = "multistream"
+    SERVER = "server"
+    OFFLINE = "offline"
+
+    @classmethod
+    def parse(cls, value: str) -> Scenario:
+        """``value`` (any case: ``Offline`` is LoadGen's spelling) as a scenario; anything else is a
+        :class:`UserError` naming the four."""
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise UserError(f"unknown scenario {value!r}; choose one of: {', '.join(cls)}") from None
+
+    @property
+    def loadgen_name(self) -> str:
+        """LoadGen's name (``TestScenario`` member, log entries): ``SingleStream``, ``Offline``..."""
+        return _LG_SCENARIO[self]
+
+
+SCENARIOS: tuple[Scenario, ...] = tuple(Scenario)
+_LG_SCENARIO = {Scenario.SINGLESTREAM: "SingleStream", Scenario.MULTISTREAM: "MultiStream",
+                Scenario.SERVER: "Server", Scenario.OFFLINE: "Offline"}
 _LG_MODE = {"performance": "PerformanceOnly", "accuracy": "AccuracyOnly"}
 
 #: Queries LoadGen 6.0's early-stopping rule needs before it can call a run VALID when no query
@@ -78,10 +107,10 @@ EXPECTED_LATENCY_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
-class LoadGenSettings:
+class LoadGenSettings(Record):
     """The ``mlperf_loadgen.TestSettings`` fields zhisuan sets; everything else is LoadGen's default."""
 
-    scenario: str
+    scenario: Scenario  # a scenario name is parsed
     mode: str = "performance"
     min_duration_ms: int = 10_000
     min_query_count: int = 1
@@ -98,15 +127,14 @@ class LoadGenSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise UserError(f"unknown scenario {self.scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+        object.__setattr__(self, "scenario", Scenario.parse(self.scenario))
         if self.mode not in _LG_MODE:
             raise UserError(f"unknown LoadGen mode {self.mode!r}; choose one of: {', '.join(_LG_MODE)}")
 
     def test_settings(self, lg: Any) -> Any:
         """The ``mlperf_loadgen.TestSettings`` object for these settings."""
         ts = lg.TestSettings()
-        ts.scenario = getattr(lg.TestScenario, _LG_SCENARIO[self.scenario])
+        ts.scenario = getattr(lg.TestScenario, self.scenario.loadgen_name)
         ts.mode = getattr(lg.TestMode, _LG_MODE[self.mode])
         ts.min_duration_ms = int(self.min_duration_ms)
         ts.min_query_count = int(self.min_query_count)
@@ -127,11 +155,11 @@ class LoadGenSettings:
         return ts
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in super().to_dict().items() if v is not None}
 
 
 @dataclass(frozen=True)
-class ScenarioPlan:
+class ScenarioPlan(Record):
     """LoadGen settings plus how the SUT batches, and why (``notes``)."""
 
     settings: LoadGenSettings
@@ -139,10 +167,6 @@ class ScenarioPlan:
     max_delay_ms: float = 0.0  # Server: how long a worker waits to fill a batch
     expected_duration_s: float = 0.0
     notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings.to_dict(), "batch": self.batch, "max_delay_ms": self.max_delay_ms,
-                "expected_duration_s": self.expected_duration_s, "notes": list(self.notes)}
 
 
 def _ms_to_ns(ms: float) -> int:
@@ -164,7 +188,7 @@ def _query_plan(cal: Calibration, spq: int, max_batch: int) -> tuple[int, float,
 
 def plan_scenario(
     cal: Calibration,
-    scenario: str,
+    scenario: Scenario | str,
     *,
     min_duration_s: float,
     batch: int | None = None,
@@ -192,15 +216,14 @@ def plan_scenario(
 
     ``batch`` forces the batch size (else the calibrated best). Pure: no LoadGen, no timing.
     """
-    if scenario not in SCENARIOS:
-        raise UserError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    scenario = Scenario.parse(scenario)
     if min_duration_s <= 0:
         raise UserError(f"the minimum duration must be > 0 s, got {min_duration_s}")
     one = cal.timings[0]
     max_batch = batch if batch is not None else max(t.batch for t in cal.timings)
     duration_ms = round(min_duration_s * 1e3)
     notes: list[str] = []
-    if scenario == "singlestream":
+    if scenario == Scenario.SINGLESTREAM:
         expected = EXPECTED_LATENCY_FRACTION * one.min_ms
         settings = LoadGenSettings("singlestream", min_duration_ms=duration_ms,
                                    min_query_count=SINGLESTREAM_MIN_QUERIES,
@@ -209,7 +232,7 @@ def plan_scenario(
         return ScenarioPlan(settings, 1, 0.0, run_s, (f"expected latency {expected:.3g} ms = "
                                                        f"{EXPECTED_LATENCY_FRACTION:g} x fastest batch-1 run "
                                                        f"{one.min_ms:.3g} ms",))
-    if scenario == "multistream":
+    if scenario == Scenario.MULTISTREAM:
         spq = samples_per_query or MULTISTREAM_SAMPLES_PER_QUERY
         if spq < 1:
             raise UserError(f"samples per query must be >= 1, got {spq}")
@@ -229,7 +252,7 @@ def plan_scenario(
         notes.append(f"{spq} samples per query in chunks of {chunk}: {latency:.3g} ms per query measured; "
                      f"expected latency {expected:.3g} ms; {queries} queries for early stopping")
         return ScenarioPlan(settings, chunk, 0.0, max(min_duration_s, queries * latency / 1e3), tuple(notes))
-    if scenario == "server":
+    if scenario == Scenario.SERVER:
         if target_latency_ms is not None:
             bound = target_latency_ms
         else:
@@ -285,7 +308,7 @@ def adjust_plan(plan: ScenarioPlan, summary: LoadGenSummary) -> ScenarioPlan | N
     changes: dict[str, Any] = {}
     notes: list[str] = []
     lat = summary.latency_ns
-    over_bound = s.scenario == "server" and summary.perf_constraints_met is False
+    over_bound = s.scenario == Scenario.SERVER and summary.perf_constraints_met is False
     if over_bound and s.server_target_qps and lat.get("p99"):
         bound = float(s.server_target_latency_ns or 0)
         completed = summary.completed_samples_per_s or 0.0
@@ -304,14 +327,14 @@ def adjust_plan(plan: ScenarioPlan, summary: LoadGenSummary) -> ScenarioPlan | N
         changes["min_query_count"] = max(s.min_query_count, SERVER_RERUN_QUERY_FACTOR * s.min_query_count)
         notes.append(f"min query count -> {changes['min_query_count']} so a few outliers do not void the rerun")
     if summary.min_duration_met is False:
-        if s.scenario == "offline" and summary.samples_per_s:
+        if s.scenario == Scenario.OFFLINE and summary.samples_per_s:
             changes["offline_expected_qps"] = round(1.3 * summary.samples_per_s, 4)
-        elif s.scenario == "singlestream" and lat.get("mean"):
+        elif s.scenario == Scenario.SINGLESTREAM and lat.get("mean"):
             changes["single_stream_expected_latency_ns"] = max(1, int(EXPECTED_LATENCY_FRACTION * lat["mean"]))
-        elif s.scenario == "multistream" and summary.query_latency_ns.get("mean"):
+        elif s.scenario == Scenario.MULTISTREAM and summary.query_latency_ns.get("mean"):
             changes["multi_stream_expected_latency_ns"] = max(1, int(EXPECTED_LATENCY_FRACTION
                                                                       * summary.query_latency_ns["mean"]))
-        elif s.scenario == "server" and s.server_target_qps and "server_target_qps" not in changes:
+        elif s.scenario == Scenario.SERVER and s.server_target_qps and "server_target_qps" not in changes:
             changes["min_query_count"] = max(s.min_query_count, int(1.2 * s.server_target_qps * s.min_duration_ms / 1e3))
         if changes:
             notes.append("minimum duration not met: expected latency/QPS re-derived from LoadGen's measurement")
@@ -324,10 +347,11 @@ def adjust_plan(plan: ScenarioPlan, summary: LoadGenSummary) -> ScenarioPlan | N
         return None
     settings = replace(s, **changes)
     expected = plan.expected_duration_s
-    if settings.scenario == "server" and settings.server_target_qps:
+    if settings.scenario == Scenario.SERVER and settings.server_target_qps:
         expected = max(settings.min_duration_ms / 1e3, settings.min_query_count / settings.server_target_qps)
-    elif settings.scenario == "offline" and settings.offline_expected_qps and summary.samples_per_s:
+    elif settings.scenario == Scenario.OFFLINE and settings.offline_expected_qps and summary.samples_per_s:
         expected = 1.1 * settings.min_duration_ms / 1e3 * settings.offline_expected_qps / summary.samples_per_s
-    elif settings.scenario in ("singlestream", "multistream") and summary.query_count and plan.expected_duration_s:
+    elif (settings.scenario in (Scenario.SINGLESTREAM, Scenario.MULTISTREAM) and summary.query_count
+          and plan.expected_duration_s):
         expected = plan.expected_duration_s * max(1.0, settings.min_query_count / summary.query_count)
     return replace(plan, settings=settings, expected_duration_s=expected, notes=(*plan.notes, *notes))

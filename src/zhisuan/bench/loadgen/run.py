@@ -11,14 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zhisuan.bench.loadgen.calibration import Calibration
-from zhisuan.bench.loadgen.plan import adjust_plan, plan_scenario
-from zhisuan.bench.loadgen.sut import BatchRunner, LoadGenRun, Progress, _no_progress, run_loadgen
+from zhisuan.bench.loadgen.plan import Scenario, adjust_plan, plan_scenario
+from zhisuan.bench.loadgen.sut import BatchRunner, LoadGenRun, run_loadgen
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 __all__ = ["OFFICIAL_NOTE", "BenchResult", "run_scenario"]
 
@@ -29,7 +31,7 @@ OFFICIAL_NOTE = (
 
 
 @dataclass(frozen=True)
-class BenchResult:
+class BenchResult(Record):
     """One LoadGen scenario on one model: the figures, the settings behind them and how they were chosen.
 
     ``samples_per_s`` is the scenario's throughput (see
@@ -39,7 +41,7 @@ class BenchResult:
     """
 
     model: str
-    scenario: str
+    scenario: Scenario
     valid: bool
     result_validity: str | None
     samples_per_s: float | None
@@ -65,17 +67,11 @@ class BenchResult:
     official: bool = False
     accuracy: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["attempts"] = list(self.attempts)
-        d["notes"] = list(self.notes)
-        return d
-
 
 def run_scenario(
     runner: BatchRunner,
     calibration: Calibration,
-    scenario: str,
+    scenario: Scenario | str,
     *,
     model: str,
     min_duration_s: float,
@@ -87,7 +83,7 @@ def run_scenario(
     log_dir: str | Path | None = None,
     seed: int = 0,
     window: Callable[[], AbstractContextManager[Any]] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> tuple[BenchResult, Any]:
     """Plan ``scenario`` from ``calibration``, run it, and rerun once with adjusted settings if INVALID.
 
@@ -96,6 +92,7 @@ def run_scenario(
     each performance run; the window of the reported run is returned with the result.
     """
     start = time.perf_counter()
+    scenario = Scenario.parse(scenario)
     plan = plan_scenario(calibration, scenario, min_duration_s=min_duration_s, batch=batch,
                          target_latency_ms=target_latency_ms, samples_per_query=samples_per_query,
                          max_duration_s=max_duration_s, seed=seed)
@@ -135,10 +132,10 @@ def run_scenario(
         p90_latency_ms=lat.get("p90"),
         p99_latency_ms=lat.get("p99"),
         latency_ms=lat,
-        qps=s.scheduled_samples_per_s if scenario == "server" else None,
-        target_latency_ms=bound / 1e6 if scenario == "server" and bound else None,
+        qps=s.scheduled_samples_per_s if scenario == Scenario.SERVER else None,
+        target_latency_ms=bound / 1e6 if scenario == Scenario.SERVER and bound else None,
         query_latency_ms={k: v / 1e6 for k, v in s.query_latency_ns.items()},
-        samples_per_query=plan.settings.multi_stream_samples_per_query if scenario == "multistream" else None,
+        samples_per_query=plan.settings.multi_stream_samples_per_query if scenario == Scenario.MULTISTREAM else None,
         batch_size=plan.batch,
         early_stopping=s.early_stopping_result or None,
         runtime=dict(runner.runtime.info.to_dict()) if hasattr(runner.runtime, "info") else {},

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,22 +25,16 @@ from typing import Any
 import numpy as np
 
 from zhisuan.bench.loadgen.mllog import LoadGenSummary, read_mllog
-from zhisuan.bench.loadgen.plan import ScenarioPlan
+from zhisuan.bench.loadgen.plan import Scenario, ScenarioPlan
 from zhisuan.bench.loadgen.samples import SampleSet, dynamic_batch
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
+from zhisuan.progress import Progress, no_progress
 
-__all__ = ["MAX_BATCH", "BatchRunner", "LoadGenRun", "Progress", "import_loadgen", "run_loadgen"]
+__all__ = ["MAX_BATCH", "BatchRunner", "LoadGenRun", "import_loadgen", "run_loadgen"]
 
 
 #: The most samples one run may hold when the model's batch axis is free (a sanity bound).
 MAX_BATCH = 1 << 16
-
-Progress = Callable[[float, float, str], None]
-
-
-def _no_progress(done: float, total: float, text: str = "") -> None:
-    return None
-
 
 def import_loadgen() -> Any:
     """The ``mlperf_loadgen`` module, or a BackendUnavailableError saying how to install it."""
@@ -167,7 +161,7 @@ class _Sut:
     fill, run them and complete them.
     """
 
-    def __init__(self, lg: Any, runner: BatchRunner, scenario: str, *, batch: int, max_delay_s: float = 0.0,
+    def __init__(self, lg: Any, runner: BatchRunner, scenario: Scenario, *, batch: int, max_delay_s: float = 0.0,
                  collect: bool = False, workers: int = 1) -> None:
         self.lg = lg
         self.runner = runner
@@ -184,14 +178,14 @@ class _Sut:
         self._stopping = False
         self._flushed = False
         self._threads: list[threading.Thread] = []
-        if scenario == "server":
+        if scenario == Scenario.SERVER:
             for i in range(max(1, workers)):
                 thread = threading.Thread(target=self._worker, name=f"zhisuan-sut-{i}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
 
     def issue_queries(self, query_samples: Sequence[Any]) -> None:
-        if self.scenario == "server":
+        if self.scenario == Scenario.SERVER:
             now = time.perf_counter()
             with self._cond:
                 self._queue.extend(_Pending(s, now) for s in query_samples)
@@ -229,7 +223,7 @@ class _Sut:
             self._process(take)
 
     def _process(self, samples: list[Any]) -> None:
-        if self.scenario == "offline" and self.runner.pads and len(samples) > self.batch:
+        if self.scenario == Scenario.OFFLINE and self.runner.pads and len(samples) > self.batch:
             # Offline may reorder: batch samples of similar length to pad less (as BERT Offline SUTs do)
             samples = sorted(samples, key=lambda s: self.runner.length(s.index))
         for chunk in self.runner.chunks(samples, self.batch):
@@ -304,7 +298,7 @@ def run_loadgen(
     log_dir: str | Path | None = None,
     collect: bool = False,
     workers: int = 1,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     label: str = "",
 ) -> LoadGenRun:
     """Run LoadGen once with ``plan`` over ``runner``; logs go to ``log_dir`` (else a temporary dir).
@@ -340,7 +334,8 @@ def run_loadgen(
         t0 = time.perf_counter()
         while not done.wait(0.25):
             elapsed = time.perf_counter() - t0
-            progress(min(elapsed, expected * 0.99), expected, label or f"{settings.scenario} ({settings.mode})")
+            progress(label or f"{settings.scenario} ({settings.mode})", done=min(elapsed, expected * 0.99),
+                     total=expected)
 
     ticker = threading.Thread(target=tick, name="zhisuan-loadgen-progress", daemon=True)
     ticker.start()
@@ -354,7 +349,7 @@ def run_loadgen(
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
         ticker.join(timeout=5)
-    progress(expected, expected, label or settings.scenario)
+    progress(label or settings.scenario, done=expected, total=expected)
     summary = LoadGenSummary.from_entries(read_mllog(work))
     accuracy_entries = None
     if settings.mode == "accuracy":
