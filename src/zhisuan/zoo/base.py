@@ -13,15 +13,23 @@ import numpy as np
 
 from zhisuan._io import verify_sha256
 from zhisuan.errors import BackendUnavailableError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 if TYPE_CHECKING:
     from zhisuan.runtime.base import Runtime, TensorSpec, TorchModel
 
-Progress = Callable[[str], None]
 
+def prefixed(progress: Progress, prefix: str) -> Progress:
+    """``progress`` with ``prefix`` before every message (e.g. the model's name), counts passed on."""
 
-def _no_progress(_: str) -> None:
-    return None
+    def report(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+        if done is None and total is None:  # a message alone also reaches a plain one-argument callable
+            progress(f"{prefix}{text}")
+        else:
+            progress(f"{prefix}{text}", done=done, total=total)
+
+    return report
 
 
 @dataclass(frozen=True)
@@ -70,11 +78,11 @@ class BuildOptions:
 class EvalOptions:
     samples: int | None = None  # None: the entry's default evaluation set size
     seed: int = 0
-    progress: Progress = _no_progress
+    progress: Progress = no_progress
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class EvalResult(Record):
     """A task metric computed on the entry's offline evaluation set."""
 
     model: str
@@ -86,19 +94,6 @@ class EvalResult:
     model_path: str | None = None
     runtime: Mapping[str, Any] = field(default_factory=dict)  # RuntimeInfo.to_dict()
     duration_s: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "metric": self.metric,
-            "value": self.value,
-            "samples": self.samples,
-            "higher_is_better": self.higher_is_better,
-            "secondary": dict(self.secondary),
-            "model_path": self.model_path,
-            "runtime": dict(self.runtime),
-            "duration_s": self.duration_s,
-        }
 
 
 Kind = Literal["onnx-shipped", "torch-export", "random-init"]

@@ -29,13 +29,13 @@ import numpy as np
 
 from zhisuan._io import atomic_write, cache_dir
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress
 from zhisuan.runtime.base import TensorSpec, TorchModel
 from zhisuan.zoo.base import (
     BuildOptions,
     EvalOptions,
     EvalResult,
     Feed,
-    Progress,
     ScoredSamples,
     Split,
     ZooEntry,
