@@ -7,7 +7,7 @@ import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -97,6 +97,7 @@ class EvalResult(Record):
 
 
 Kind = Literal["onnx-shipped", "torch-export", "random-init"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 #: A *feed*: one run's inputs, input name -> array (its first axis, where it has one, is the batch).
 Feed = dict[str, np.ndarray]
@@ -191,6 +192,10 @@ class ZooEntry:
     samples: SamplesHook | None = None
     serving: ServingHook | None = None
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:  # an entry defined outside the zoo (register) is checked too
+            raise ValueError(f"zoo entry {self.name!r} has unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
 
     def realistic_inputs(self, split: Split = "calib", *, batches: int = 8, seed: int = 0) -> list[Feed] | None:
         """Up to ``batches`` realistic feeds of ``split`` (None: this entry has none, or their data is missing)."""
