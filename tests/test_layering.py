@@ -20,6 +20,7 @@ RANKS: dict[str, int] = {
     "_child": 0,
     "results": 0,
     "progress": 0,
+    "precision": 0,
     "__init__": 0,
     "graph": 1,
     "device": 1,
@@ -238,6 +239,14 @@ def test_no_import_cycles_at_module_level() -> None:
         inside = sorted(w for (s, t), w in lines.items() if s in members and t in members)
         described.append(" <-> ".join(cycle) + "\n    " + "\n    ".join(inside))
     assert not cycles, "import cycles between modules:\n" + "\n".join(described)
+
+
+def test_runtime_may_import_device_but_not_the_reverse() -> None:
+    # Same rank, one direction: the runtimes use device facts (usable CPUs); the device listing
+    # is handed the runtimes' statuses (or a registered source) instead of importing them.
+    offending = sorted({e.where() for e in all_edges()
+                        if package_of(e.source) == "device" and package_of(e.target) == "runtime"})
+    assert not offending, "zhisuan.device importing zhisuan.runtime:\n" + "\n".join(offending)
 
 
 def test_only_the_cli_imports_typer_or_rich() -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +37,8 @@ import numpy as np
 
 from zhisuan._io import verify_sha256
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 if TYPE_CHECKING:
     from zhisuan.runtime.base import TensorSpec, TorchModel
@@ -78,13 +80,6 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".pkl", ".pickle")
 PACKAGE_MANIFEST = "manifest.json"
 _MAX_MANIFEST_BYTES = 16 << 20
 
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
-
-
 def is_factory(source: str) -> bool:
     return bool(FACTORY_PATTERN.match(source))
 
@@ -104,7 +99,7 @@ def refuse_pickle(source: str) -> None:
 
 
 @dataclass(frozen=True)
-class ModelRef:
+class ModelRef(Record):
     """A model as the user named it, resolved.
 
     ``kind``: ``onnx`` / ``openvino`` (a file), ``zoo`` (a zoo name; its ONNX file is the verified
@@ -130,7 +125,7 @@ class ModelRef:
     def is_file(self) -> bool:
         return self.kind in ("onnx", "openvino")
 
-    def file(self, *, progress: Progress = _quiet) -> Path:
+    def file(self, *, progress: Progress = no_progress) -> Path:
         """The model file to load (a zoo model is exported, or reused from the verified cache)."""
         if self.path is not None:
             return self.path
@@ -150,10 +145,6 @@ class ModelRef:
         if entry.torch_model is None:
             raise UserError(f"{entry.name} has no PyTorch module (it ships as ONNX); use an ONNX runtime")
         return entry.torch_model()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "path": None if self.path is None else str(self.path),
-                "zoo_name": self.zoo_name}
 
 
 def resolve(source: str | Path | ModelRef, *, accept: Collection[ModelKind] | None = None) -> ModelRef:

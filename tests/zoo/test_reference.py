@@ -108,7 +108,7 @@ def test_fidelity_metric_drops_for_a_perturbed_model(resnet50) -> None:
             p.add_(torch.randn_like(p) * p.std() * 0.5)
     from zhisuan.zoo.base import EvalOptions
 
-    result = R._evaluate_resnet50(R.TorchRunner(model), EvalOptions(samples=4, seed=0))
+    result = R._evaluate_resnet50(load_runtime(model, "torch"), EvalOptions(samples=4, seed=0))
     assert result.secondary["mean_cosine"] < 0.99
     assert 0.0 <= result.value <= 1.0
 
@@ -139,7 +139,7 @@ def tiny_gpt2(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_kv_cache_decode_equals_full_forward(tiny_gpt2, backend) -> None:
     torch_model, path = tiny_gpt2
-    runner = R.TorchRunner(torch_model) if backend == "torch" else load_runtime(path)
+    runner = load_runtime(torch_model, "torch") if backend == "torch" else load_runtime(path)
     prompts = R.gpt2_prompts(2, 5, seed=0, vocab_size=TINY_GPT2.vocab_size)
     gen = R.generate(runner, prompts, 6, keep_logits=True)
     assert gen.tokens.shape == (2, 6) and gen.logits is not None
@@ -158,14 +158,14 @@ def test_onnx_kv_cache_matches_torch_and_keeps_dynamic_axes(tiny_gpt2) -> None:
         specs = {s.name: s for s in rt.inputs()}
         assert specs["past_key_values.1.value"].shape == ("batch", 4, "past_sequence", 8)
         onnx_gen = R.generate(rt, prompts, 5, keep_logits=True)
-    torch_gen = R.generate(R.TorchRunner(torch_model), prompts, 5, keep_logits=True)
+    torch_gen = R.generate(load_runtime(torch_model, "torch"), prompts, 5, keep_logits=True)
     np.testing.assert_array_equal(onnx_gen.tokens, torch_gen.tokens)
     np.testing.assert_allclose(onnx_gen.logits, torch_gen.logits, atol=1e-5)
 
 
 def test_attention_mask_hides_left_padding(tiny_gpt2) -> None:
     torch_model, _ = tiny_gpt2
-    runner = R.TorchRunner(torch_model)
+    runner = load_runtime(torch_model, "torch")
     ids = R.gpt2_prompts(1, 4, seed=2, vocab_size=TINY_GPT2.vocab_size)
     inputs, _ = R.gpt2_names(TINY_GPT2)
     empty = np.zeros((1, 4, 0, 8), dtype=np.float32)
@@ -182,7 +182,7 @@ def test_attention_mask_hides_left_padding(tiny_gpt2) -> None:
 
 def test_forced_tokens_drive_the_cache(tiny_gpt2) -> None:
     torch_model, _ = tiny_gpt2
-    runner = R.TorchRunner(torch_model)
+    runner = load_runtime(torch_model, "torch")
     prompts = R.gpt2_prompts(1, 3, seed=3, vocab_size=TINY_GPT2.vocab_size)
     forced = np.array([[5, 6, 7, 8]])
     gen = R.generate(runner, prompts, 4, forced_tokens=forced, keep_logits=True)
@@ -199,7 +199,7 @@ def test_bert_export_is_fusable_and_matches_torch(tmp_path) -> None:
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"LayerNormalization", "Erf", "Softmax", "MatMul"} <= ops
     inputs = R.bert_inputs(3, 12, seed=0, vocab_size=TINY_BERT.vocab_size)
-    expected = R.TorchRunner(R.bert_torch_model(TINY_BERT)).run(inputs)
+    expected = load_runtime(R.bert_torch_model(TINY_BERT), "torch").run(inputs)
     with load_runtime(path) as rt:
         got = rt.run(inputs)
         # padded positions do not change the real tokens' outputs

@@ -10,6 +10,8 @@ from typing import Any
 
 from rich.console import Console
 
+from zhisuan.progress import Progress, no_progress
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -35,13 +37,19 @@ def print_json(obj: Any) -> None:
 
 
 @contextmanager
-def status(message: str, *, enabled: bool = True) -> Iterator[Any]:
-    """A spinner on stderr for long work; ``update(text)`` changes its message. Silent when not a TTY."""
+def status(message: str, *, enabled: bool = True) -> Iterator[Progress]:
+    """A spinner on stderr for long work, fed as a :class:`~zhisuan.progress.Progress`:
+    ``update(text)`` changes its message, ``done=``/``total=`` add a count. Silent when not a TTY."""
     if not enabled or not err_console.is_terminal:
-        yield lambda _text: None
+        yield no_progress
         return
     with err_console.status(message) as live:
-        yield lambda text: live.update(text)
+
+        def update(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+            count = "" if done is None else f" ({done:g}/{total:g})" if total is not None else f" ({done:g})"
+            live.update(f"{text}{count}")
+
+        yield update
 
 
 def fmt_bytes(n: int | float | None) -> str:

@@ -33,9 +33,9 @@ def convert_cmd(
 
     with status(f"converting {source}", enabled=not json_out) as update:
         result = convert(
-            source, out, to=to, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter,  # type: ignore[arg-type]
+            source, out, to=to, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter,
             input_shapes=input_shape, data=data, rtol=tolerance, allow_mismatch=allow_mismatch,
-            ort_level=ort_level, progress=update,  # type: ignore[arg-type]
+            ort_level=ort_level, progress=update,
         )
     if json_out:
         print_json(result)

@@ -32,8 +32,9 @@ def list_cmd(
     Example:  zhisuan device list --json
     """
     from zhisuan.device import list_devices
+    from zhisuan.runtime import backend_status
 
-    found = list_devices(kinds=kind or None)
+    found = list_devices(kinds=kind or None, backend_statuses=backend_status(tolerate_errors=True))
     if json_out:
         print_json(found.devices)
         return
@@ -55,8 +56,9 @@ def info_cmd(
     Example:  zhisuan device info cuda:0 --json
     """
     from zhisuan.device import find_device, list_devices
+    from zhisuan.runtime import backend_status
 
-    found = list_devices(kinds=kind or None)
+    found = list_devices(kinds=kind or None, backend_statuses=backend_status(tolerate_errors=True))
     chosen = (
         [find_device(device, found.devices, found.reasons)] if device is not None else list(found.devices)
     )

@@ -31,8 +31,8 @@ def profile_cmd(
     from zhisuan.profile import profile_model
 
     with status(f"profiling {model}", enabled=not json_out) as update:
-        result = profile_model(model, runtime=runtime, runs=runs, warmup=warmup, batch=batch, data=data,  # type: ignore[arg-type]
-                               threads=threads, ort_optimization=ort_optimization, progress=update)  # type: ignore[arg-type]
+        result = profile_model(model, runtime=runtime, runs=runs, warmup=warmup, batch=batch, data=data,
+                               threads=threads, ort_optimization=ort_optimization, progress=update)
     if json_out:
         print_json(result)
         return

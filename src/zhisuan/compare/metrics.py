@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from zhisuan.results import Record
+
 
 @dataclass(frozen=True)
-class TensorAgreement:
+class TensorAgreement(Record):
     """How closely ``cand`` matches ``ref``. ``top1_agreement`` is None for non-float or 0-d data."""
 
     cosine: float
@@ -18,9 +19,6 @@ class TensorAgreement:
     mean_abs_error: float
     top1_agreement: float | None
     elements: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def cosine_similarity(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -67,16 +65,13 @@ def agreement(ref: np.ndarray, cand: np.ndarray, *, rel_floor: float = 1e-6) -> 
 
 
 @dataclass(frozen=True)
-class Tolerance:
+class Tolerance(Record):
     """When a candidate counts as agreeing: every element within ``atol + rtol * |ref|``
     (``numpy.allclose`` semantics) and the cosine at least ``min_cosine``."""
 
     atol: float = 1e-4
     rtol: float = 1e-3
     min_cosine: float = 0.999
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class AgreementAccumulator:

@@ -6,10 +6,11 @@ Shared by the output comparison in :mod:`.core` and the layer-by-layer one in :m
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from zhisuan.compare.metrics import AgreementAccumulator, TensorAgreement, Tolerance
+from zhisuan.results import Record
 
 __all__ = [
     "CompareConfig",
@@ -23,7 +24,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(Record):
     """What to compare and how strictly. Tolerance: ``|cand - ref| <= atol + rtol * |ref|`` for
     every element, and cosine >= ``min_cosine``."""
 
@@ -46,12 +47,9 @@ class CompareConfig:
     def tolerance(self) -> Tolerance:
         return Tolerance(self.atol, self.rtol, self.min_cosine)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Measurement:
+class Measurement(Record):
     """Agreement of one tensor over every input sample, and whether it is within tolerance."""
 
     metrics: TensorAgreement
@@ -63,21 +61,25 @@ class Measurement:
         return cls(acc.result(), acc.violations, acc.within())
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.metrics.to_dict(), "violations": self.violations, "within_tolerance": self.within_tolerance}
+        fields = super().to_dict()
+        metrics = fields.pop("metrics")
+        return {**metrics, **fields}  # the metrics inline, beside the verdict
 
 
 @dataclass(frozen=True)
-class OutputResult:
+class OutputResult(Record):
     name: str  # CAND output
     ref_name: str
     measurement: Measurement
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ref_name": self.ref_name, **self.measurement.to_dict()}
+        fields = super().to_dict()
+        measurement = fields.pop("measurement")
+        return {**fields, **measurement}
 
 
 @dataclass(frozen=True)
-class LayerResult:
+class LayerResult(Record):
     """One CAND layer: the nodes that compute ``output`` from tensors paired with REF."""
 
     node: str  # the layer's main CAND node (not its quantize/dequantize plumbing)
@@ -94,21 +96,13 @@ class LayerResult:
         return not self.own.within_tolerance
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "op_type": self.op_type,
-            "output": self.output,
-            "ref_tensor": self.ref_tensor,
-            "segment": list(self.segment),
-            "diverges": self.diverges,
-            "own": self.own.to_dict(),
-            "total": self.total.to_dict(),
-            "carried": self.carried.to_dict(),
-        }
+        fields = super().to_dict()
+        measured = {key: fields.pop(key) for key in ("own", "total", "carried")}
+        return {**fields, "diverges": self.diverges, **measured}
 
 
 @dataclass(frozen=True)
-class Divergence:
+class Divergence(Record):
     """The earliest CAND layer whose own error is outside tolerance."""
 
     node: str
@@ -119,29 +113,15 @@ class Divergence:
     own: Measurement
     total: Measurement
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "op_type": self.op_type,
-            "output": self.output,
-            "ref_tensor": self.ref_tensor,
-            "layer_index": self.layer_index,
-            "own": self.own.to_dict(),
-            "total": self.total.to_dict(),
-        }
-
 
 @dataclass(frozen=True)
-class ModelSide:
+class ModelSide(Record):
     model: str
     runtime: Mapping[str, Any]  # RuntimeInfo.to_dict() of what actually ran
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "runtime": dict(self.runtime)}
-
 
 @dataclass(frozen=True)
-class CompareResult:
+class CompareResult(Record):
     ref: ModelSide
     cand: ModelSide
     config: CompareConfig
@@ -154,16 +134,10 @@ class CompareResult:
     timings_s: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "within_tolerance": self.within_tolerance,
-            "ref": self.ref.to_dict(),
-            "cand": self.cand.to_dict(),
-            "config": self.config.to_dict(),
-            "samples": self.samples,
-            "outputs": [o.to_dict() for o in self.outputs],
-            "layerwise": self.config.layerwise,
-            "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
-            "layers": [layer.to_dict() for layer in self.layers],
-            "pairing": dict(self.pairing) if self.pairing is not None else None,
-            "timings_s": dict(self.timings_s),
-        }
+        # the verdict first; the layer-by-layer part after the outputs
+        fields = super().to_dict()
+        verdict = fields.pop("within_tolerance")
+        layers, first = fields.pop("layers"), fields.pop("first_divergence")
+        tail = {key: fields.pop(key) for key in ("pairing", "timings_s")}
+        return {"within_tolerance": verdict, **fields, "layerwise": self.config.layerwise,
+                "first_divergence": first, "layers": layers, **tail}

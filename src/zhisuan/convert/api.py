@@ -18,39 +18,56 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from zhisuan.convert.targets import ORT_LEVELS, OrtLevel
+from zhisuan.convert.targets import OrtLevel, parse_ort_level
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
-__all__ = ["TARGETS", "ConvertResult", "Target", "convert"]
+__all__ = ["EXPORTER_CHOICES", "TARGETS", "ConvertResult", "ExporterChoice", "Target", "convert"]
 
-Target = Literal["onnx", "openvino", "ort", "tensorrt"]
-TARGETS: tuple[Target, ...] = ("onnx", "openvino", "ort", "tensorrt")
+
+class Target(StrEnum):
+    """What :func:`convert` writes."""
+
+    ONNX = "onnx"
+    OPENVINO = "openvino"
+    ORT = "ort"
+    TENSORRT = "tensorrt"
+
+
+class ExporterChoice(StrEnum):
+    """The torch exporter to use: ``auto`` tries dynamo, then legacy."""
+
+    AUTO = "auto"
+    DYNAMO = "dynamo"
+    LEGACY = "legacy"
+
+
+TARGETS: tuple[Target, ...] = tuple(Target)
+EXPORTER_CHOICES: tuple[ExporterChoice, ...] = tuple(ExporterChoice)
 _SUFFIX_TARGET: dict[str, Target] = {
-    ".onnx": "onnx", ".xml": "openvino", ".ort": "ort", ".engine": "tensorrt", ".plan": "tensorrt",
+    ".onnx": Target.ONNX, ".xml": Target.OPENVINO, ".ort": Target.ORT, ".engine": Target.TENSORRT,
+    ".plan": Target.TENSORRT,
 }
 _TARGET_SUFFIXES: dict[Target, tuple[str, ...]] = {
-    "onnx": (".onnx",), "openvino": (".xml",), "ort": (".onnx", ".ort"), "tensorrt": (".engine", ".plan"),
+    Target.ONNX: (".onnx",), Target.OPENVINO: (".xml",), Target.ORT: (".onnx", ".ort"),
+    Target.TENSORRT: (".engine", ".plan"),
 }
 #: Default for torch sources: the dynamo exporter's own opset (no down-conversion).
 TORCH_DEFAULT_OPSET = 18
 DEFAULT_RTOL = 1e-4
 
-Progress = Callable[[str], None]
-
-
-def _no_progress(_: str) -> None:
-    return None
-
 
 @dataclass(frozen=True)
-class ConvertResult:
+class ConvertResult(Record):
     """What was converted into what, by which exporter, and how closely it reproduces the source.
 
     Errors are over every output and every checked sample; ``cosine`` is the lowest per output
@@ -79,32 +96,31 @@ class ConvertResult:
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source, "source_kind": self.source_kind, "target": self.target,
-            "output_paths": list(self.output_paths), "exporter": self.exporter,
-            "fallback_reason": self.fallback_reason, "opset": self.opset,
-            "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error, "cosine": self.cosine,
-            "checked_samples": self.checked_samples, "checked_batches": list(self.checked_batches),
-            "tolerance_abs": self.tolerance_abs, "duration_s": self.duration_s, "status": self.status,
-            "diagnosis": self.diagnosis, "dynamic_batch": self.dynamic_batch,
-            "per_output": {k: dict(v) for k, v in self.per_output.items()}, "notes": list(self.notes),
-        }
+        # checked_batches is declared late (it has a default) but is listed beside checked_samples
+        fields = super().to_dict()
+        ordered = {}
+        for key, value in fields.items():
+            if key != "checked_batches":
+                ordered[key] = value
+            if key == "checked_samples":
+                ordered["checked_batches"] = fields["checked_batches"]
+        return ordered
 
 
 def convert(
     source: str | Path,
     out: str | Path,
     *,
-    to: Target | None = None,
+    to: Target | str | None = None,
     opset: int | None = None,
     dynamic_batch: bool = False,
-    exporter: Literal["auto", "dynamo", "legacy"] = "auto",
+    exporter: ExporterChoice | str = ExporterChoice.AUTO,
     input_shapes: Sequence[str] = (),
     data: str | Path | None = None,
     rtol: float = DEFAULT_RTOL,
     allow_mismatch: bool = False,
-    ort_level: OrtLevel = "extended",
-    progress: Progress = _no_progress,
+    ort_level: OrtLevel | str = OrtLevel.EXTENDED,
+    progress: Progress = no_progress,
 ) -> ConvertResult:
     """Convert ``source`` (ONNX file, zoo name or ``module:function``) to ``out`` and check it.
 
@@ -118,14 +134,14 @@ def convert(
     start = time.perf_counter()
     out = Path(out)
     target = _target(to, out)
-    if target == "tensorrt":
+    if target is Target.TENSORRT:
         from zhisuan.convert.targets import require_tensorrt
 
         require_tensorrt()  # before any slow export
-    if ort_level not in ORT_LEVELS:
-        raise UserError(f"unknown ORT optimization level {ort_level!r}; choose {', '.join(ORT_LEVELS)}")
-    if exporter not in ("auto", "dynamo", "legacy"):
+    ort_level = parse_ort_level(ort_level)
+    if exporter not in EXPORTER_CHOICES:
         raise UserError(f"unknown exporter {exporter!r}; choose auto, dynamo or legacy")
+    exporter = ExporterChoice(exporter)
     if not rtol > 0:
         raise UserError(f"--tolerance must be positive, got {rtol}")
     text = str(source)
@@ -142,7 +158,7 @@ def convert(
         else:
             if input_shapes:
                 raise UserError("--input-shape is for PyTorch factories; give ONNX inputs with --data")
-            if exporter != "auto":
+            if exporter is not ExporterChoice.AUTO:
                 raise UserError("--exporter is for PyTorch factories, not ONNX sources")
             built = _from_onnx(text, stage, opset=opset, dynamic_batch=dynamic_batch, data=data, progress=progress)
         return _finish(built, target, out, stage, rtol=rtol, allow_mismatch=allow_mismatch, ort_level=ort_level,
@@ -169,7 +185,7 @@ class _Built:
     notes: list[str] = field(default_factory=list)
 
 
-def _target(to: str | None, out: Path) -> Target:
+def _target(to: Target | str | None, out: Path) -> Target:
     suffix = out.suffix.lower()
     if to is None:
         if suffix not in _SUFFIX_TARGET:
@@ -177,13 +193,14 @@ def _target(to: str | None, out: Path) -> Target:
         return _SUFFIX_TARGET[suffix]
     if to not in TARGETS:
         raise UserError(f"unknown target {to!r}; choose one of: {', '.join(TARGETS)}")
-    if suffix not in _TARGET_SUFFIXES[to]:
-        raise UserError(f"--to {to} writes {' or '.join(_TARGET_SUFFIXES[to])} files; {out.name!r} has another suffix")
-    return to
+    target = Target(to)
+    if suffix not in _TARGET_SUFFIXES[target]:
+        raise UserError(f"--to {target} writes {' or '.join(_TARGET_SUFFIXES[target])} files; {out.name!r} has another suffix")
+    return target
 
 
 def _from_torch(
-    spec: str, stage: Path, *, opset: int | None, dynamic_batch: bool, exporter: str,
+    spec: str, stage: Path, *, opset: int | None, dynamic_batch: bool, exporter: ExporterChoice,
     input_shapes: Sequence[str], rtol: float, allow_mismatch: bool, progress: Progress,
 ) -> _Built:
     import torch
@@ -209,7 +226,7 @@ def _from_torch(
         report = export_onnx(
             src.module, src.args, path, input_names=src.input_names, output_names=src.output_names,
             dynamic_axes=axes, opset=TORCH_DEFAULT_OPSET if opset is None else opset, check_args=check_args,
-            tolerance=tol, exporters=EXPORTERS if exporter == "auto" else (exporter,),  # type: ignore[arg-type]
+            tolerance=tol, exporters=EXPORTERS if exporter is ExporterChoice.AUTO else (exporter.value,),  # type: ignore[arg-type]
             metadata={"zhisuan.source": spec}, accept_mismatch=allow_mismatch, progress=progress,
         )
     except ExportError as exc:
@@ -290,13 +307,13 @@ def _finish(
     notes = list(built.notes)
     model = load_model(built.onnx_path)
     opset = opset_of(model)
-    if target == "onnx":
+    if target is Target.ONNX:
         staged = [built.onnx_path]
-    elif target == "ort":
+    elif target is Target.ORT:
         progress(f"optimizing with ONNX Runtime (level {ort_level})")
         staged = [targets.write_ort(built.onnx_path, stage, "optimized" + out.suffix, level=ort_level)]
         notes.append(f"ONNX Runtime offline optimization level: {ort_level} (CPU execution provider)")
-    elif target == "openvino":
+    elif target is Target.OPENVINO:
         progress("converting to OpenVINO IR (float32 weights kept: compress_to_fp16=False)")
         staged = list(targets.write_openvino(built.onnx_path, stage, "model.xml"))
         notes.append("OpenVINO IR saved with compress_to_fp16=False; checked with INFERENCE_PRECISION_HINT=f32")
@@ -341,7 +358,7 @@ def _check(path: Path, target: Target, built: _Built) -> dict[str, Any]:
     from zhisuan.runtime import load_runtime
 
     runtime = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[target]
-    device = "cuda" if target == "tensorrt" else "cpu"
+    device = "cuda" if target is Target.TENSORRT else "cpu"
     per_output: dict[str, dict[str, float]] = {}
     with load_runtime(path, runtime, device=device, precision="fp32") as rt:
         for feeds, want in zip(built.samples, built.reference, strict=True):

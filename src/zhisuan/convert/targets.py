@@ -10,19 +10,36 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 from zhisuan.errors import BackendUnavailableError, UserError
 
-__all__ = ["ORT_LEVELS", "OrtLevel", "require_tensorrt", "write_openvino", "write_ort", "write_tensorrt"]
+__all__ = ["ORT_LEVELS", "OrtLevel", "parse_ort_level", "require_tensorrt", "write_openvino", "write_ort",
+           "write_tensorrt"]
 
-OrtLevel = Literal["basic", "extended"]
-ORT_LEVELS: tuple[OrtLevel, ...] = ("basic", "extended")
+
+class OrtLevel(StrEnum):
+    """The ONNX Runtime offline optimization levels ``--to ort`` offers (see :func:`write_ort`)."""
+
+    BASIC = "basic"
+    EXTENDED = "extended"
+
+
+ORT_LEVELS: tuple[OrtLevel, ...] = tuple(OrtLevel)
+
+
+def parse_ort_level(level: str) -> OrtLevel:
+    """``level`` as an :class:`OrtLevel`; another name is a :class:`UserError` listing the levels."""
+    if level not in ORT_LEVELS:
+        raise UserError(f"unknown ORT optimization level {level!r}; choose {', '.join(ORT_LEVELS)}")
+    return OrtLevel(level)
+
+
 TENSORRT_HINT = "pip install tensorrt (needs an NVIDIA GPU)"
 
 
-def write_ort(onnx_path: Path, stage: Path, name: str, *, level: OrtLevel = "extended") -> Path:
+def write_ort(onnx_path: Path, stage: Path, name: str, *, level: OrtLevel | str = OrtLevel.EXTENDED) -> Path:
     """ONNX Runtime's offline-optimized model (``.onnx``) or ORT format (``.ort``) for CPU.
 
     ``extended`` (the default) adds ORT's fusions (GELU, LayerNorm, attention, MatMul+Add...) as
@@ -33,14 +50,13 @@ def write_ort(onnx_path: Path, stage: Path, name: str, *, level: OrtLevel = "ext
     """
     from zhisuan.runtime import load_runtime
 
-    if level not in ORT_LEVELS:
-        raise UserError(f"unknown ORT optimization level {level!r}; choose {', '.join(ORT_LEVELS)}")
+    level = parse_ort_level(level)
     target = stage / name
     # What onnxruntime.tools.convert_onnx_models_to_ort does for one model, without a subprocess.
     session_config = {"session.save_model_format": "ORT"} if target.suffix == ".ort" else {}
     try:
         # ORT writes the optimized graph while it makes the session; the session itself is not needed.
-        load_runtime(onnx_path, "onnxruntime", graph_optimization_level=level, optimized_model_path=target,
+        load_runtime(onnx_path, "onnxruntime", graph_optimization_level=level.value, optimized_model_path=target,
                      session_config=session_config).close()
     except UserError as exc:
         raise UserError(f"onnxruntime could not optimize the model: {exc}") from None

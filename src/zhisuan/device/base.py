@@ -16,31 +16,41 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-# The precisions zhisuan knows, in display order.
-PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+from zhisuan.precision import Precision
+from zhisuan.results import Record
 
 
-def sort_precisions(precisions: set[str] | Sequence[str]) -> tuple[str, ...]:
-    return tuple(p for p in PRECISION_ORDER if p in set(precisions))
+class BackendStatusLike(Protocol):
+    """What :func:`backends_reaching` reads of a runtime's ``BackendStatus`` (the device layer
+    does not import ``zhisuan.runtime``: callers pass its statuses in)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def available(self) -> bool: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def devices(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True)
-class BackendReach:
+class BackendReach(Record):
     """One runtime backend that can run on a device, as reported by ``zhisuan.runtime.backend_status``."""
 
     runtime: str  # "onnxruntime", "openvino", "torch", ...
     version: str | None
     device: str  # the backend's own name for the device: "cpu", "CPU", "cuda", "tensorrt", ...
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "version": self.version, "device": self.device}
-
     def __str__(self) -> str:
         return f"{self.runtime}:{self.device}"
 
 
 @dataclass(frozen=True)
-class DeviceInfo:
+class DeviceInfo(Record):
     """What a device is: identity, memory, ISA features, precisions and the backends that reach it.
 
     ``details`` holds what only this kind has (CPU caches, GPU compute capability, ...).
@@ -52,7 +62,7 @@ class DeviceInfo:
     memory_bytes: int | None
     memory_type: str | None
     features: tuple[str, ...]
-    precisions: tuple[str, ...]
+    precisions: tuple[Precision, ...]
     driver_version: str | None
     backends: tuple[BackendReach, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
@@ -63,36 +73,20 @@ class DeviceInfo:
         return f"{self.kind}:{self.index}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "index": self.index,
-            "name": self.name,
-            "memory_bytes": self.memory_bytes,
-            "memory_type": self.memory_type,
-            "features": list(self.features),
-            "precisions": list(self.precisions),
-            "driver_version": self.driver_version,
-            "backends": [b.to_dict() for b in self.backends],
-            "details": _plain(self.details),
-            "unavailable": dict(self.unavailable),
-        }
+        return {"id": self.id, **super().to_dict()}
 
 
 @dataclass(frozen=True)
-class Discovery:
+class Discovery(Record):
     """What one provider found: its devices, or why it found none."""
 
     kind: str
     devices: tuple[DeviceInfo, ...]
     reason: str | None = None  # set when the provider could not look (no driver, no library)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "devices": [d.to_dict() for d in self.devices], "reason": self.reason}
-
 
 @dataclass(frozen=True)
-class DeviceSample:
+class DeviceSample(Record):
     """One telemetry reading of one device.
 
     Rates (``utilization_pct``, ``power_w``) are measured over the time since the sensor's
@@ -118,21 +112,7 @@ class DeviceSample:
         return f"{self.kind}:{self.index}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "index": self.index,
-            "name": self.name,
-            "timestamp_s": self.timestamp_s,
-            "utilization_pct": self.utilization_pct,
-            "memory_used_bytes": self.memory_used_bytes,
-            "memory_total_bytes": self.memory_total_bytes,
-            "power_w": self.power_w,
-            "energy_j": self.energy_j,
-            "temperature_c": self.temperature_c,
-            "clocks_mhz": dict(self.clocks_mhz),
-            "unavailable": dict(self.unavailable),
-        }
+        return {"id": self.id, **super().to_dict()}
 
 
 @runtime_checkable
@@ -192,7 +172,7 @@ class SampleBuilder:
         )
 
 
-def backends_reaching(kind: str, index: int, statuses: Sequence[Any]) -> tuple[BackendReach, ...]:
+def backends_reaching(kind: str, index: int, statuses: Sequence[BackendStatusLike]) -> tuple[BackendReach, ...]:
     """The available backends (``BackendStatus`` objects) whose device list covers ``kind:index``.
 
     Backends name devices their own way: ONNX Runtime says "cpu", "cuda", "tensorrt";
@@ -217,14 +197,3 @@ def _covers(kind: str, index: int, device: str) -> bool:
             return not suffix or suffix == str(index)
         return False
     return base == kind
-
-
-def _plain(obj: Any) -> Any:
-    """Details as JSON-ready values (nested dataclasses, tuples, mappings)."""
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj

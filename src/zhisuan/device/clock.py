@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+from zhisuan.results import Record
 
 # A chain of dependent integer adds retires one add per cycle on every x86-64 and Arm core, so
 # adds per second of the thread's own CPU time is the core clock, even on a loaded machine.
@@ -44,7 +45,7 @@ int main(int argc, char **argv) {
 
 
 @dataclass(frozen=True)
-class MeasuredClock:
+class MeasuredClock(Record):
     """The effective core clock while ``cores`` cores spin at once, or why it was not measured."""
 
     mhz: float | None
@@ -53,10 +54,6 @@ class MeasuredClock:
     method: str = ("dependent integer-add chain (1 add/cycle) over the thread's CPU time, best of 7 "
                    "runs of 100 M adds per core, all cores at once; the fastest core")
     reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mhz": self.mhz, "cores": self.cores, "per_core_mhz": list(self.per_core_mhz),
-                "method": self.method, "reason": self.reason}
 
 
 @lru_cache(maxsize=8)

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zhisuan.device.base import DeviceInfo, DeviceSample, Discovery, SampleBuilder, sort_precisions
+from zhisuan.device.base import DeviceInfo, DeviceSample, Discovery, SampleBuilder
 from zhisuan.device.rapl import DEFAULT_POWERCAP_ROOT, RaplMeter
+from zhisuan.precision import Precision, sort_precisions
+from zhisuan.results import Record
 
 # ISA features that matter for inference, in the order they are shown (x86 then Arm).
 ML_FEATURES = (
@@ -138,35 +140,26 @@ def cpu_features(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in ML_FEATURES if f in present)
 
 
-def cpu_precisions(flags: Iterable[str]) -> tuple[str, ...]:
+def cpu_precisions(flags: Iterable[str]) -> tuple[Precision, ...]:
     """Precisions with native arithmetic: fp32 always; bf16, fast int8 (dot-product), fp16 by ISA."""
     present = set(flags)
-    found = {"fp32"}
+    found = {Precision.FP32}
     if present & _BF16:
-        found.add("bf16")
+        found.add(Precision.BF16)
     if present & _INT8_FAST:
-        found.add("int8")
+        found.add(Precision.INT8)
     if present & _FP16:
-        found.add("fp16")
+        found.add(Precision.FP16)
     return sort_precisions(found)
 
 
 @dataclass(frozen=True)
-class CacheInfo:
+class CacheInfo(Record):
     name: str  # "L1d", "L1i", "L2", "L3"
     level: int
     type: str  # "Data", "Instruction", "Unified"
     size_bytes: int
     instances: int  # how many such caches the host has (distinct shared_cpu_list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "level": self.level,
-            "type": self.type,
-            "size_bytes": self.size_bytes,
-            "instances": self.instances,
-        }
 
 
 def parse_size(text: str) -> int:
@@ -208,12 +201,9 @@ def read_caches(cpu_root: str | os.PathLike[str] = "/sys/devices/system/cpu") ->
 
 
 @dataclass(frozen=True)
-class NumaNode:
+class NumaNode(Record):
     index: int
     cpus: str  # the kernel's cpulist, e.g. "0-15,32-47"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "cpus": self.cpus}
 
 
 def read_numa_nodes(node_root: str | os.PathLike[str] = "/sys/devices/system/node") -> list[NumaNode]:

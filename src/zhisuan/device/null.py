@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zhisuan.device.base import PRECISION_ORDER, DeviceInfo, DeviceSample, Discovery, SampleBuilder
+from zhisuan.device.base import DeviceInfo, DeviceSample, Discovery, SampleBuilder
+from zhisuan.precision import Precision
 
 MISSING_REASON = "the NULL device has no such sensor"
 
@@ -44,7 +45,7 @@ class NullProvider:
                 memory_bytes=self.memory_bytes,
                 memory_type="none",
                 features=("null",),
-                precisions=PRECISION_ORDER,
+                precisions=tuple(Precision),
                 driver_version="null",
                 details={"note": "a fake device for tests; its telemetry is fixed"},
             )

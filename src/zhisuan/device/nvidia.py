@@ -18,20 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zhisuan.device.base import DeviceInfo, DeviceSample, Discovery, SampleBuilder, sort_precisions
+from zhisuan.device.base import DeviceInfo, DeviceSample, Discovery, SampleBuilder
+from zhisuan.precision import Precision, sort_precisions
 
 INSTALL_HINT = "pip install nvidia-ml-py"
 
 # (major, minor) compute capability from which a precision has native arithmetic.
 # fp16: 5.3 (Tegra X1) has it, 6.0 (P100) is the first fast datacentre part; 6.1 runs it at 1/64.
 # int8: dp4a from 6.1; tf32 and bf16: Ampere 8.0; fp8: Ada 8.9 and Hopper 9.0.
-PRECISION_MIN_CC: dict[str, tuple[int, int]] = {
-    "fp32": (0, 0),
-    "fp16": (5, 3),
-    "int8": (6, 1),
-    "tf32": (8, 0),
-    "bf16": (8, 0),
-    "fp8": (8, 9),
+PRECISION_MIN_CC: dict[Precision, tuple[int, int]] = {
+    Precision.FP32: (0, 0),
+    Precision.FP16: (5, 3),
+    Precision.INT8: (6, 1),
+    Precision.TF32: (8, 0),
+    Precision.BF16: (8, 0),
+    Precision.FP8: (8, 9),
 }
 
 _ARCHITECTURES = {
@@ -51,14 +52,14 @@ _ARCHITECTURES = {
 _HBM_MIN_BUS_BITS = 1024
 
 
-def gpu_precisions(compute_capability: tuple[int, int] | None) -> tuple[str, ...]:
+def gpu_precisions(compute_capability: tuple[int, int] | None) -> tuple[Precision, ...]:
     """Precisions with native arithmetic on a GPU of this compute capability.
 
-    >>> gpu_precisions((8, 0))
-    ('fp32', 'tf32', 'fp16', 'bf16', 'int8')
+    >>> ", ".join(gpu_precisions((8, 0)))
+    'fp32, tf32, fp16, bf16, int8'
     """
     if compute_capability is None:
-        return ("fp32",)
+        return (Precision.FP32,)
     return sort_precisions({p for p, cc in PRECISION_MIN_CC.items() if compute_capability >= cc})
 
 

@@ -54,21 +54,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zhisuan.device.base import PRECISION_ORDER
 from zhisuan.device.clock import MeasuredClock, cached_cpu_clock
-
-INT_PRECISIONS = frozenset({"int8", "int4"})
+from zhisuan.precision import Precision
+from zhisuan.results import Record
 
 
 @dataclass(frozen=True)
-class PeakEstimate:
+class PeakEstimate(Record):
     """The theoretical dense peak of one device at one precision, or why there is none.
 
     ``ops_per_s`` is FLOP/s for floating-point precisions and OP/s for integer ones; ``None``
     with a ``reason`` when the device has no such arithmetic or its data is unknown.
     """
 
-    precision: str
+    precision: Precision | str  # a str only for a name that is not a precision (no estimate, a reason)
     ops_per_s: float | None
     units: int | None  # cores or SMs counted
     clock_mhz: float | None
@@ -82,7 +81,7 @@ class PeakEstimate:
 
     @property
     def unit(self) -> str:
-        return "OP/s" if self.precision in INT_PRECISIONS else "FLOP/s"
+        return "OP/s" if self.precision.startswith("int") else "FLOP/s"
 
     @property
     def tflops(self) -> float | None:
@@ -90,18 +89,14 @@ class PeakEstimate:
         return self.ops_per_s / 1e12 if self.ops_per_s is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision, "ops_per_s": self.ops_per_s, "unit": self.unit,
-            "units": self.units, "clock_mhz": self.clock_mhz,
-            "ops_per_cycle_per_unit": self.ops_per_cycle_per_unit, "formula": self.formula,
-            "clock_source": self.clock_source, "native": self.native,
-            "assumptions": list(self.assumptions), "reason": self.reason, "details": dict(self.details),
-        }
+        fields = super().to_dict()
+        return {"precision": fields.pop("precision"), "ops_per_s": fields.pop("ops_per_s"), "unit": self.unit,
+                **fields}
 
 
 def theoretical_peak(
     device: Any,
-    precision: str,
+    precision: Precision | str,
     *,
     cores: int | None = None,
     cpu_root: str | Path = "/sys/devices/system/cpu",
@@ -115,8 +110,9 @@ def theoretical_peak(
     When cpufreq has no maximum, the CPU clock is ``measured_clock`` or, with ``measure_clock``,
     measured once per process (:func:`cached_cpu_clock`); otherwise "cpu MHz" is used.
     """
-    if precision not in PRECISION_ORDER:
+    if precision not in tuple(Precision):
         return _none(precision, f"unknown precision {precision!r}")
+    precision = Precision(precision)
     if device.kind == "cpu":
         return cpu_peak(device, precision, cores=cores, cpu_root=cpu_root, cpuinfo_path=cpuinfo_path,
                         measured_clock=measured_clock, measure_clock=measure_clock)
@@ -125,12 +121,12 @@ def theoretical_peak(
     return _none(precision, f"no peak model for {device.kind} devices")
 
 
-def theoretical_peaks(device: Any, **kwargs: Any) -> dict[str, PeakEstimate]:
+def theoretical_peaks(device: Any, **kwargs: Any) -> dict[Precision, PeakEstimate]:
     """:func:`theoretical_peak` for every precision zhisuan knows."""
-    return {p: theoretical_peak(device, p, **kwargs) for p in PRECISION_ORDER}
+    return {p: theoretical_peak(device, p, **kwargs) for p in Precision}
 
 
-def _none(precision: str, reason: str, **kw: Any) -> PeakEstimate:
+def _none(precision: Precision | str, reason: str, **kw: Any) -> PeakEstimate:
     return PeakEstimate(precision, None, None, None, None, "", None, False, reason=reason, **kw)
 
 
@@ -186,13 +182,13 @@ def cpu_core_model(
     return CpuCore("unknown", 1, 64, "unknown ISA: one scalar FMA per cycle assumed")
 
 
-def cpu_ops_per_cycle(core: CpuCore, flags: set[str], precision: str) -> tuple[float | None, bool, str]:
+def cpu_ops_per_cycle(core: CpuCore, flags: set[str], precision: Precision) -> tuple[float | None, bool, str]:
     """(ops per core per cycle, native?, how) of ``precision`` on a core of this model."""
     lanes32 = core.width_bits / 32
     fp32 = core.fma_pipes * lanes32 * 2
-    if precision == "fp32":
+    if precision is Precision.FP32:
         return fp32, True, f"{core.fma_pipes} FMA pipes x {core.width_bits // 32} fp32 lanes x 2 (FMA)"
-    if precision == "bf16":
+    if precision is Precision.BF16:
         if "amx_bf16" in flags:
             return 1024.0, True, "AMX TDPBF16PS: 1024 BF16 FLOP per core per cycle"
         if "avx512_bf16" in flags or "bf16" in flags:
@@ -200,14 +196,14 @@ def cpu_ops_per_cycle(core: CpuCore, flags: set[str], precision: str) -> tuple[f
                 f"{'VDPBF16PS' if 'avx512_bf16' in flags else 'BFDOT'}: {core.fma_pipes} pipes x "
                 f"{core.width_bits // 32} lanes x (2 products + 2 adds), same pipes as the FMAs (assumed)")
         return fp32, False, "no native BF16 arithmetic: BF16 is converted to FP32, so the FP32 peak"
-    if precision == "fp16":
+    if precision is Precision.FP16:
         if "amx_fp16" in flags:
             return 1024.0, True, "AMX TDPFP16PS: 1024 FP16 FLOP per core per cycle"
         if "avx512_fp16" in flags or "asimdhp" in flags:
             return core.fma_pipes * lanes32 * 4, True, (
                 f"{core.fma_pipes} pipes x {core.width_bits // 16} fp16 lanes x 2 (FMA)")
         return fp32, False, "no native FP16 arithmetic: FP16 is converted to FP32, so the FP32 peak"
-    if precision == "int8":
+    if precision is Precision.INT8:
         if "amx_int8" in flags:
             return 2048.0, True, "AMX TDPBUSD: 2048 INT8 OP per core per cycle"
         if "avx512_vnni" in flags:
@@ -274,7 +270,7 @@ def _cpu_family(device: Any, cpuinfo_path: str | Path) -> tuple[int | None, int 
 
 def cpu_peak(
     device: Any,
-    precision: str,
+    precision: Precision,
     *,
     cores: int | None = None,
     cpu_root: str | Path = "/sys/devices/system/cpu",
@@ -304,7 +300,7 @@ def cpu_peak(
                    "SMT siblings share their core's FMA pipes, so physical cores are counted"]
     if used < int(physical):
         assumptions.append(f"limited to the {used} of {physical} physical cores the measurement used")
-    unit = "OP" if precision in INT_PRECISIONS else "FLOP"
+    unit = "OP" if precision.is_integer else "FLOP"
     return PeakEstimate(
         precision=precision, ops_per_s=used * clock * 1e6 * per_cycle, units=used, clock_mhz=clock,
         ops_per_cycle_per_unit=per_cycle,
@@ -349,7 +345,7 @@ def _parse_cc(value: Any) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def nvidia_peak(device: Any, precision: str) -> PeakEstimate:
+def nvidia_peak(device: Any, precision: Precision) -> PeakEstimate:
     details = getattr(device, "details", {}) or {}
     cc = _parse_cc(details.get("compute_capability"))
     sms = details.get("multiprocessor_count")
@@ -365,14 +361,14 @@ def nvidia_peak(device: Any, precision: str) -> PeakEstimate:
     if precision not in per_sm:
         return _none(precision, f"{arch} (sm_{cc[0]}{cc[1]}) has no {precision.upper()} tensor-core arithmetic")
     ops = float(per_sm[precision])
-    unit = "OP" if precision in INT_PRECISIONS else "FLOP"
+    unit = "OP" if precision.is_integer else "FLOP"
     assumptions = [
         f"{arch}: {ops:g} dense {precision.upper()} {unit}/cycle per SM (NVIDIA whitepaper peak / "
         "(SMs x boost clock)); no sparsity",
         "clock: maximum SM clock from NVML (nvmlDeviceGetMaxClockInfo); datasheets may use a lower "
         "boost clock and sustained clocks under load can be lower still",
     ]
-    if cc in ((8, 6), (8, 9), (12, 0)) and precision in ("fp16", "bf16", "tf32"):
+    if cc in ((8, 6), (8, 9), (12, 0)) and precision in (Precision.FP16, Precision.BF16, Precision.TF32):
         assumptions.append("professional/datacentre rate; GeForce boards run tensor-core math with "
                            "FP32 accumulation at half this rate")
     if cc not in GPU_OPS_PER_SM_CYCLE:
@@ -393,17 +389,13 @@ PCIE_LANE_GBPS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
 
 
 @dataclass(frozen=True)
-class BandwidthPeak:
+class BandwidthPeak(Record):
     """A theoretical bandwidth in GB/s (1e9 bytes/s), or why there is none."""
 
     gbps: float | None
     formula: str
     assumptions: tuple[str, ...] = ()
     reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"gbps": self.gbps, "formula": self.formula, "assumptions": list(self.assumptions),
-                "reason": self.reason}
 
 
 def memory_bandwidth_peak(device: Any) -> BandwidthPeak:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
 
-from zhisuan.device.base import DeviceInfo, DeviceProvider, Discovery, backends_reaching
+from zhisuan.device.base import BackendStatusLike, DeviceInfo, DeviceProvider, Discovery, backends_reaching
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 _ORDER = {"cpu": 0, "cuda": 1, "null": 99}
 
@@ -48,14 +48,24 @@ def select_providers(kinds: Sequence[str] | None = None) -> list[DeviceProvider]
 
 
 @dataclass(frozen=True)
-class DeviceList:
+class DeviceList(Record):
     """The devices found, and for each kind that found none, why."""
 
     devices: tuple[DeviceInfo, ...]
     reasons: dict[str, str] = field(default_factory=dict)  # kind -> why it has no devices
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"devices": [d.to_dict() for d in self.devices], "reasons": dict(self.reasons)}
+
+_backend_source: Callable[[], Sequence[BackendStatusLike]] | None = None
+
+
+def set_backend_source(source: Callable[[], Sequence[BackendStatusLike]] | None) -> None:
+    """Who :func:`list_devices` asks for the runtimes when it is given none.
+
+    The device layer sits beside ``zhisuan.runtime`` and never imports it: the runtime package
+    registers its ``backend_status`` here when it is imported. ``None`` unregisters.
+    """
+    global _backend_source
+    _backend_source = source
 
 
 def list_devices(
@@ -63,11 +73,14 @@ def list_devices(
     kinds: Sequence[str] | None = None,
     providers: Sequence[DeviceProvider] | None = None,
     backends: bool = True,
-    backend_statuses: Sequence[Any] | None = None,
+    backend_statuses: Sequence[BackendStatusLike] | None = None,
 ) -> DeviceList:
     """Every device of ``kinds`` (or of ``providers``), with the runtime backends that reach each.
 
-    ``backends=False`` skips asking the runtimes (which imports them, a second or more).
+    ``backend_statuses`` are the runtimes' statuses (``zhisuan.runtime.backend_status()``); when
+    None they come from the source registered with :func:`set_backend_source` (the runtime
+    package, once imported), and no backends are attached while none is. ``backends=False``
+    skips asking the runtimes (which imports them, a second or more).
 
     >>> from zhisuan.device import list_devices
     >>> list_devices(backends=False).devices[0].kind
@@ -75,8 +88,8 @@ def list_devices(
     """
     chosen = list(providers) if providers is not None else select_providers(kinds)
     discoveries: list[Discovery] = [p.discover() for p in chosen]
-    if backends and backend_statuses is None:
-        backend_statuses = runtime_statuses()
+    if backends and backend_statuses is None and _backend_source is not None:
+        backend_statuses = _backend_source()
     devices = []
     reasons = {}
     for found in discoveries:
@@ -89,19 +102,6 @@ def list_devices(
                 )
             devices.append(device)
     return DeviceList(tuple(devices), reasons)
-
-
-def runtime_statuses() -> list[Any]:
-    """``BackendStatus`` of every runtime; a backend whose status check breaks counts as unavailable."""
-    from zhisuan.runtime import BackendStatus, backend_names, get_backend
-
-    statuses = []
-    for name in backend_names():
-        try:
-            statuses.append(get_backend(name).status())
-        except Exception as exc:  # one broken runtime must not hide the devices
-            statuses.append(BackendStatus(name, False, None, (), f"status check failed: {exc}"))
-    return statuses
 
 
 def find_device(

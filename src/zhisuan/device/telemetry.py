@@ -22,10 +22,11 @@ from typing import Any
 
 from zhisuan.device.base import DeviceProvider, DeviceSample, Sensor
 from zhisuan.errors import InternalError, UserError
+from zhisuan.results import Record
 
 
 @dataclass(frozen=True)
-class TelemetrySnapshot:
+class TelemetrySnapshot(Record):
     """One read of every device, taken together."""
 
     timestamp_s: float  # time.time()
@@ -33,15 +34,13 @@ class TelemetrySnapshot:
     samples: tuple[DeviceSample, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "timestamp_s": self.timestamp_s,
-            "elapsed_s": self.elapsed_s,
-            "devices": [s.to_dict() for s in self.samples],
-        }
+        fields = super().to_dict()
+        fields["devices"] = fields.pop("samples")  # one reading per device
+        return fields
 
 
 @dataclass(frozen=True)
-class DeviceSummary:
+class DeviceSummary(Record):
     """One device over the run. A metric never read is ``None`` and ``unavailable`` says why."""
 
     kind: str
@@ -63,26 +62,11 @@ class DeviceSummary:
         return f"{self.kind}:{self.index}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "index": self.index,
-            "name": self.name,
-            "samples": self.samples,
-            "mean_utilization_pct": self.mean_utilization_pct,
-            "max_utilization_pct": self.max_utilization_pct,
-            "mean_power_w": self.mean_power_w,
-            "max_power_w": self.max_power_w,
-            "energy_j": self.energy_j,
-            "energy_source": self.energy_source,
-            "max_temperature_c": self.max_temperature_c,
-            "max_memory_used_bytes": self.max_memory_used_bytes,
-            "unavailable": dict(self.unavailable),
-        }
+        return {"id": self.id, **super().to_dict()}
 
 
 @dataclass(frozen=True)
-class TelemetrySummary:
+class TelemetrySummary(Record):
     interval_s: float
     duration_s: float
     snapshots: int
@@ -103,13 +87,9 @@ class TelemetrySummary:
         return sum(values) if values and all(v is not None for v in values) else None  # type: ignore[misc]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "interval_s": self.interval_s,
-            "duration_s": self.duration_s,
-            "snapshots": self.snapshots,
-            "total_energy_j": self.total_energy_j,
-            "devices": [d.to_dict() for d in self.devices],
-        }
+        fields = super().to_dict()
+        devices = fields.pop("devices")
+        return {**fields, "total_energy_j": self.total_energy_j, "devices": devices}
 
 
 @dataclass

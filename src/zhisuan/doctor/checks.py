@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from zhisuan.results import Record
+
 Status = Literal["pass", "fail", "skip"]
 
 
@@ -33,7 +35,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class CheckResult(Record):
     name: str
     required: bool
     status: Status
@@ -42,18 +44,11 @@ class CheckResult:
     duration_ms: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "required": self.required,
-            "status": self.status,
-            "version": self.version,
-            "detail": self.detail,
-            "duration_ms": round(self.duration_ms, 1),
-        }
+        return {**super().to_dict(), "duration_ms": round(self.duration_ms, 1)}
 
 
 @dataclass(frozen=True)
-class DoctorReport:
+class DoctorReport(Record):
     checks: tuple[CheckResult, ...]
     platform: dict[str, str] = field(default_factory=dict)
 
@@ -63,12 +58,9 @@ class DoctorReport:
         return all(c.status == "pass" for c in self.checks if c.required)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "platform": dict(self.platform),
-            "checks": [c.to_dict() for c in self.checks],
-            "counts": {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "skip")},
-        }
+        fields = super().to_dict()
+        counts = {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "skip")}
+        return {"ok": self.ok, "platform": fields["platform"], "checks": fields["checks"], "counts": counts}
 
 
 def _version(dist: str) -> str | None:

@@ -34,13 +34,15 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from zhisuan._io import atomic_write_bytes
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,15 +74,8 @@ FailureKind = Literal[
     "data_dependent", "unsupported", "folded_inputs", "shape", "values", "opset", "skipped", "other"
 ]
 
-Progress = Callable[[str], None]
-
-
-def _no_progress(_: str) -> None:
-    return None
-
-
 @dataclass(frozen=True)
-class ExportAttempt:
+class ExportAttempt(Record):
     """One exporter tried: whether its file passed every check, and if not, why."""
 
     exporter: Exporter
@@ -91,15 +86,9 @@ class ExportAttempt:
     code: str | None = None  # the user's source line that made it fail, e.g. "model.py:6: if x.sum() > 0:"
     max_abs_error: float | None = None  # for a ``values`` failure
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "exporter": self.exporter, "ok": self.ok, "reason": self.reason, "duration_s": self.duration_s,
-            "kind": self.kind, "code": self.code, "max_abs_error": self.max_abs_error,
-        }
-
 
 @dataclass(frozen=True)
-class ExportReport:
+class ExportReport(Record):
     """What was exported, by which exporter, and how closely ONNX Runtime reproduces torch."""
 
     path: Path
@@ -122,20 +111,9 @@ class ExportReport:
         return "; ".join(failed) or None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "exporter": self.exporter,
-            "opset": self.opset,
-            "input_names": list(self.input_names),
-            "output_names": list(self.output_names),
-            "max_abs_error": self.max_abs_error,
-            "max_abs_error_per_output": dict(self.max_abs_error_per_output),
-            "checked_samples": self.checked_samples,
-            "export_s": self.export_s,
-            "fallback_reason": self.fallback_reason,
-            "diagnosis": self.diagnosis,
-            "attempts": [a.to_dict() for a in self.attempts],
-        }
+        fields = super().to_dict()
+        attempts, diagnosis = fields.pop("attempts"), fields.pop("diagnosis")
+        return {**fields, "fallback_reason": self.fallback_reason, "diagnosis": diagnosis, "attempts": attempts}
 
 
 class ExportError(UserError):
@@ -171,7 +149,7 @@ def export_onnx(
     metadata: Mapping[str, str] | None = None,
     accept_mismatch: bool = False,
     skipped: Sequence[ExportAttempt] = (),
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> ExportReport:
     """Export ``module(*args)`` to ``out`` as one self-contained ONNX file and verify it.
 

@@ -25,7 +25,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,19 +35,16 @@ import numpy as np
 from zhisuan.errors import UserError
 from zhisuan.profile.flops import NodeCost, node_costs
 from zhisuan.profile.roofline import DevicePeaks, device_peaks
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
+from zhisuan.runtime.backend_onnxruntime import GraphLevel, parse_graph_level
 
 __all__ = ["NodeProfile", "OpTypeProfile", "ProfileResult", "Roofline", "profile_model"]
 
 Bound = Literal["memory", "compute"]
-Progress = Callable[[str], None]
-
-
-def _no_progress(_: str) -> None:
-    return None
-
 
 @dataclass(frozen=True)
-class NodeProfile:
+class NodeProfile(Record):
     """One timed node: mean time per run, its share, and (when it matches a graph node) its work."""
 
     name: str
@@ -62,12 +59,9 @@ class NodeProfile:
     bound: Bound | None = None
     roofline_pct: float | None = None  # attained / min(peak, intensity x bandwidth)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
-class OpTypeProfile:
+class OpTypeProfile(Record):
     op_type: str
     count: int
     time_ms: float
@@ -76,12 +70,9 @@ class OpTypeProfile:
     bytes: int
     gflops: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
-class Roofline:
+class Roofline(Record):
     peak_gflops_measured: float
     peak_gflops_theoretical: float | None
     bandwidth_gbps_measured: float
@@ -93,12 +84,9 @@ class Roofline:
     theoretical_basis: str
     method: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
-class ProfileResult:
+class ProfileResult(Record):
     """Per-operator time, analytic work, and the model's place on the device roofline."""
 
     model: str
@@ -123,18 +111,16 @@ class ProfileResult:
         return self.per_node[:n]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "runtime": self.runtime, "runtime_info": dict(self.runtime_info),
-            "batch": self.batch, "runs": self.runs, "warmup": self.warmup,
-            "totals": {"latency_ms": self.latency_ms, "latency_ms_p50": self.latency_ms_p50,
-                       "node_time_ms": self.node_time_ms, "gflops": self.gflops, "flops": self.flops,
-                       "bytes": self.bytes},
-            "per_node": [n.to_dict() for n in self.per_node],
-            "per_op_type": [o.to_dict() for o in self.per_op_type],
-            "roofline": self.roofline.to_dict(),
-            "matched_time_pct": self.matched_time_pct,
-            "notes": list(self.notes),
-        }
+        # the whole-model figures are grouped under "totals", where the per-node ones begin
+        fields = super().to_dict()
+        totals = {key: fields.pop(key) for key in
+                  ("latency_ms", "latency_ms_p50", "node_time_ms", "gflops", "flops", "bytes")}
+        ordered: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key == "per_node":
+                ordered["totals"] = totals
+            ordered[key] = value
+        return ordered
 
 
 def profile_model(
@@ -147,8 +133,8 @@ def profile_model(
     data: str | Path | None = None,
     threads: int | None = None,
     peaks: DevicePeaks | None = None,
-    ort_optimization: Literal["disable", "basic", "extended", "all"] = "all",
-    progress: Progress = _no_progress,
+    ort_optimization: GraphLevel | str = GraphLevel.ALL,
+    progress: Progress = no_progress,
 ) -> ProfileResult:
     """Profile ``model`` (an ONNX file or zoo name) on ``runtime`` over ``runs`` timed runs.
 
@@ -163,6 +149,7 @@ def profile_model(
         raise UserError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
     if runtime not in ("onnxruntime", "openvino"):
         raise UserError(f"profile supports the onnxruntime and openvino runtimes, not {runtime!r}")
+    level = parse_graph_level(ort_optimization)
     path = resolve_model(model)
     feeds = sample_inputs(path, data=data, batch=batch)[0]
     proto = load_model(path)
@@ -172,7 +159,7 @@ def profile_model(
     first_input = {c.name: node.input[0] for node, c in zip(proto.graph.node, costs.values(), strict=True) if node.input}
     progress(f"profiling {runs} runs on {runtime}")
     if runtime == "onnxruntime":
-        timed, wall, info = _profile_ort(path, feeds, runs, warmup, threads, ort_optimization)
+        timed, wall, info = _profile_ort(path, feeds, runs, warmup, threads, level)
     else:
         timed, wall, info = _profile_openvino(path, feeds, runs, warmup, threads)
     progress("measuring the device's peak compute and bandwidth")
@@ -186,7 +173,7 @@ def profile_model(
 
 
 def _profile_ort(
-    path: Path, feeds: Mapping[str, np.ndarray], runs: int, warmup: int, threads: int | None, level: str
+    path: Path, feeds: Mapping[str, np.ndarray], runs: int, warmup: int, threads: int | None, level: GraphLevel
 ) -> tuple[list[tuple[str, str, float, str | None]], list[float], dict[str, Any]]:
     from zhisuan.runtime import load_runtime
 

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zhisuan.results import Record
+
 if TYPE_CHECKING:
     import onnx
 
@@ -48,7 +50,7 @@ _GLOBAL_POOL = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
 
 
 @dataclass(frozen=True)
-class NodeCost:
+class NodeCost(Record):
     """One node's analytic work: FLOPs, bytes moved, and the shapes they came from."""
 
     name: str
@@ -64,9 +66,9 @@ class NodeCost:
         return self.flops / self.bytes if self.bytes else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "op_type": self.op_type, "flops": self.flops, "bytes": self.bytes,
-                "weight_bytes": self.weight_bytes, "intensity": self.intensity,
-                "output_shapes": [list(s) for s in self.output_shapes]}
+        fields = super().to_dict()
+        shapes = fields.pop("output_shapes")
+        return {**fields, "intensity": self.intensity, "output_shapes": shapes}
 
 
 def node_costs(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[NodeCost]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from zhisuan.results import Record
+
 __all__ = ["DevicePeaks", "device_peaks", "theoretical_peak_gflops"]
 
 ASSUMED_FMA_UNITS = 2
@@ -26,7 +28,7 @@ _TRIAD_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
-class DevicePeaks:
+class DevicePeaks(Record):
     peak_gflops_measured: float
     bandwidth_gbps_measured: float
     peak_gflops_theoretical: float | None
@@ -40,15 +42,9 @@ class DevicePeaks:
         return self.peak_gflops_measured / self.bandwidth_gbps_measured
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "peak_gflops_measured": self.peak_gflops_measured,
-            "bandwidth_gbps_measured": self.bandwidth_gbps_measured,
-            "peak_gflops_theoretical": self.peak_gflops_theoretical,
-            "theoretical_basis": self.theoretical_basis,
-            "ridge_point": self.ridge_point,
-            "method": self.method,
-            "threads": self.threads,
-        }
+        fields = super().to_dict()
+        how = {key: fields.pop(key) for key in ("method", "threads")}
+        return {**fields, "ridge_point": self.ridge_point, **how}
 
 
 def _flags() -> set[str]:

@@ -27,13 +27,14 @@ from typing import Any, Literal
 from zhisuan._io import atomic_write
 from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report, higher_is_better, load_report
 from zhisuan.errors import UserError
+from zhisuan.results import Record
 
 Verdict = Literal["better", "worse", "same"]
 DEFAULT_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
-class Cell:
+class Cell(Record):
     """One report's entry for one item; ``status`` None means the item is missing from that report."""
 
     value: Any
@@ -49,12 +50,11 @@ class Cell:
         return self.status is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "unit": self.unit, "status": self.status, "reason": self.reason,
-                "ratio": self.ratio, "verdict": self.verdict, "cv": self.cv, "missing": self.missing}
+        return {**super().to_dict(), "missing": self.missing}
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(Record):
     id: str
     clause: str
     name: str
@@ -62,13 +62,9 @@ class Row:
     higher_is_better: bool | None
     cells: tuple[Cell, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "clause": self.clause, "name": self.name, "unit": self.unit,
-                "higher_is_better": self.higher_is_better, "cells": [c.to_dict() for c in self.cells]}
-
 
 @dataclass(frozen=True)
-class ReportComparison:
+class ReportComparison(Record):
     labels: tuple[str, ...]  # column headers: device names, made unique
     sources: tuple[str, ...]  # where each report came from (paths), or ""
     reports: tuple[dict[str, Any], ...]  # per report: device, suite, host, started_at, counts
@@ -76,15 +72,9 @@ class ReportComparison:
     tolerance: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "baseline": self.labels[0],
-            "labels": list(self.labels),
-            "sources": list(self.sources),
-            "reports": list(self.reports),
-            "tolerance": self.tolerance,
-            "rows": [r.to_dict() for r in self.rows],
-            "verdicts": self.verdict_counts(),
-        }
+        fields = super().to_dict()
+        rows = fields.pop("rows")
+        return {"baseline": self.labels[0], **fields, "rows": rows, "verdicts": self.verdict_counts()}
 
     def verdict_counts(self) -> list[dict[str, int]]:
         """Per report, how many items are better / worse / same than the first report."""

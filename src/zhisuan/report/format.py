@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, STATUSES, Item, Report
+from zhisuan.results import Record
 
 
 def format_number(value: float | int) -> str:
@@ -90,7 +91,7 @@ def format_key_figure(item: Item) -> str:
 
 
 @dataclass(frozen=True)
-class ClauseRow:
+class ClauseRow(Record):
     """One line of the summary table: a clause, its counts and its headline figures."""
 
     clause: str
@@ -98,10 +99,6 @@ class ClauseRow:
     counts: dict[str, int]
     key_figures: tuple[str, ...]
     failed: tuple[str, ...]  # ids of failed items
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"clause": self.clause, "title": self.title, "counts": dict(self.counts),
-                "key_figures": list(self.key_figures), "failed": list(self.failed)}
 
 
 def clause_rows(report: Report, *, limit: int = 3) -> list[ClauseRow]:

@@ -45,6 +45,7 @@ from zhisuan.report.format import (
     format_spread,
     format_value,
 )
+from zhisuan.results import Record
 
 MAX_BARS = 24  # bars per chart; more are listed in the table only
 MAX_DETAILS_CHARS = 4000
@@ -483,7 +484,7 @@ _SECTION = re.compile(r'<section class="clause" id="(EV-\d+)"')
 
 
 @dataclass(frozen=True)
-class HtmlCheck:
+class HtmlCheck(Record):
     """What :func:`check_html` found in a page: clause sections, embedded plots, external references."""
 
     bytes: int
@@ -497,8 +498,7 @@ class HtmlCheck:
         return len(self.sections) == len(CLAUSES) and self.external_refs == 0 and not self.items_missing
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "sections": list(self.sections), "plots": self.plots,
-                "external_refs": self.external_refs, "items_missing": list(self.items_missing), "ok": self.ok}
+        return {**super().to_dict(), "ok": self.ok}
 
     def to_item(self) -> Item:
         method = ("the page is parsed after rendering: one <section> per clause EV-1..EV-11, plots embedded as "

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+from zhisuan.device.registry import set_backend_source
 from zhisuan.errors import UserError
 from zhisuan.runtime.base import (
+    RUNTIME_PRECISIONS,
     Backend,
     BackendOptions,
     BackendStatus,
@@ -73,9 +75,21 @@ def get_backend(name: str) -> Backend:
     return importlib.import_module(modules[name]).BACKEND
 
 
-def backend_status() -> list[BackendStatus]:
-    """Status of every backend: available or not, version, devices, install hint."""
-    return [get_backend(name).status() for name in backend_names()]
+def backend_status(*, tolerate_errors: bool = False) -> list[BackendStatus]:
+    """Status of every backend: available or not, version, devices, install hint.
+
+    ``tolerate_errors``: a backend whose status check raises counts as unavailable, with the
+    error as its reason, so one broken runtime cannot hide the others (or the devices).
+    """
+    if not tolerate_errors:
+        return [get_backend(name).status() for name in backend_names()]
+    statuses = []
+    for name in backend_names():
+        try:
+            statuses.append(get_backend(name).status())
+        except Exception as exc:  # any failure of a third-party import or probe
+            statuses.append(BackendStatus(name, False, None, (), f"status check failed: {exc}"))
+    return statuses
 
 
 def load_runtime(
@@ -98,11 +112,10 @@ def load_runtime(
     >>> rt = load_runtime("model.onnx", "onnxruntime", intra_op_threads=2)  # doctest: +SKIP
     >>> rt.run({"x": x})["y"]  # doctest: +SKIP
     """
-    try:
-        precision = Precision(precision)
-    except ValueError:
-        choices = ", ".join(p.value for p in Precision)
-        raise UserError(f"unknown precision {precision!r}; choose one of: {choices}") from None
+    if precision not in RUNTIME_PRECISIONS:
+        choices = ", ".join(p.value for p in RUNTIME_PRECISIONS)
+        raise UserError(f"unknown precision {precision!r}; choose one of: {choices}")
+    precision = Precision(precision)
     backend = get_backend(runtime)
     run_options = RuntimeOptions(
         device=device,
@@ -127,3 +140,8 @@ def _backend_options(backend: Backend, given: BackendOptions | None, keywords: d
     if not keywords:
         return base
     return kind.from_keywords({**{name: getattr(base, name) for name in kind.option_names()}, **keywords})
+
+
+# The device layer lists the runtimes that reach each device without importing this package:
+# it asks whatever source is registered (zhisuan.device.registry.set_backend_source).
+set_backend_source(partial(backend_status, tolerate_errors=True))

@@ -6,6 +6,7 @@ import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,13 +27,30 @@ from zhisuan.runtime.feeds import check_feeds
 
 INSTALL_HINT = "pip install onnxruntime  (or onnxruntime-gpu for CUDA/TensorRT)"
 
-#: ``graph_optimization_level`` names -> ``onnxruntime.GraphOptimizationLevel`` members
-_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
+
+class GraphLevel(StrEnum):
+    """ONNX Runtime's graph optimization levels, by the names zhisuan takes."""
+
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+#: :class:`GraphLevel` -> its ``onnxruntime.GraphOptimizationLevel`` member
+_ORT_LEVELS = {
+    GraphLevel.DISABLE: "ORT_DISABLE_ALL",
+    GraphLevel.BASIC: "ORT_ENABLE_BASIC",
+    GraphLevel.EXTENDED: "ORT_ENABLE_EXTENDED",
+    GraphLevel.ALL: "ORT_ENABLE_ALL",
 }
+
+
+def parse_graph_level(level: str) -> GraphLevel:
+    """``level`` as a :class:`GraphLevel`; another name is a :class:`UserError` listing the levels."""
+    if level not in tuple(GraphLevel):
+        raise UserError(f"unknown graph_optimization_level {level!r}; choose one of: {', '.join(GraphLevel)}")
+    return GraphLevel(level)
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,8 @@ class OrtOptions(BackendOptions):
 
     >>> OrtOptions(graph_optimization_level="disable", session_config={"session.intra_op.allow_spinning": 0})
     ... # doctest: +NORMALIZE_WHITESPACE
-    OrtOptions(graph_optimization_level='disable', session_config={'session.intra_op.allow_spinning': '0'},
+    OrtOptions(graph_optimization_level=<GraphLevel.DISABLE: 'disable'>,
+               session_config={'session.intra_op.allow_spinning': '0'},
                enable_profiling=False, profile_file_prefix=None, optimized_model_path=None, expose_outputs=(),
                log_severity_level=3)
     """
@@ -50,7 +69,7 @@ class OrtOptions(BackendOptions):
     backend: ClassVar[str] = "onnxruntime"
 
     #: ``disable``, ``basic``, ``extended`` or ``all``; None keeps ORT's default (``all``).
-    graph_optimization_level: str | None = None
+    graph_optimization_level: GraphLevel | None = None
     #: Session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}`` for servers that
     #: share cores between sessions (spinning worker threads then steal the other session's time).
     session_config: Mapping[str, str] = field(default_factory=dict)
@@ -65,9 +84,8 @@ class OrtOptions(BackendOptions):
     log_severity_level: int = 3
 
     def __post_init__(self) -> None:
-        level = self.graph_optimization_level
-        if level is not None and level not in _LEVELS:
-            raise UserError(f"unknown graph_optimization_level {level!r}; choose one of: {', '.join(_LEVELS)}")
+        if self.graph_optimization_level is not None:
+            object.__setattr__(self, "graph_optimization_level", parse_graph_level(self.graph_optimization_level))
         object.__setattr__(self, "session_config",
                            {str(k): str(v) for k, v in dict(self.session_config or {}).items()})
         object.__setattr__(self, "expose_outputs", tuple(self.expose_outputs))
@@ -166,7 +184,7 @@ class OnnxRuntimeRunner(RunnerBase):
             sess_options.inter_op_num_threads = options.inter_op_threads
         if own.graph_optimization_level is not None:
             sess_options.graph_optimization_level = getattr(
-                ort.GraphOptimizationLevel, _LEVELS[own.graph_optimization_level]
+                ort.GraphOptimizationLevel, _ORT_LEVELS[own.graph_optimization_level]
             )
         if own.enable_profiling:
             sess_options.enable_profiling = True

@@ -7,40 +7,33 @@ and are discovered by name, never hand-registered in the CLI.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.precision import Precision
+from zhisuan.results import Record
 
 #: The dtype of a :class:`TensorSpec` whose type is not known (e.g. a plain ``torch.nn.Module``).
 #: Such a spec carries no shape either: :func:`~zhisuan.runtime.feeds.check_feeds` checks only its name.
 UNKNOWN_DTYPE = "unknown"
 
 
-class Precision(enum.StrEnum):
-    """Precision a backend is asked to compute in. ``FP32`` is always the default."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    BF16 = "bf16"
-    INT8 = "int8"
+#: The precisions a backend can be asked to compute in (TF32 and FP8 are GEMM-only: no runtime takes them).
+RUNTIME_PRECISIONS = (Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8)
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class TensorSpec(Record):
     """One input or output: name, numpy dtype name, shape (``None`` or a string for dynamic axes)."""
 
     name: str
     dtype: str
     shape: tuple[int | str | None, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @property
     def is_dynamic(self) -> bool:
@@ -101,7 +94,7 @@ def options_as(given: BackendOptions | None, cls: type[_Options]) -> _Options:
 
 
 @dataclass(frozen=True)
-class RuntimeInfo:
+class RuntimeInfo(Record):
     """What actually ran, read back from the backend after loading (not what was asked)."""
 
     runtime: str  # "onnxruntime", "openvino", "torch", "tensorrt", "null"
@@ -113,14 +106,9 @@ class RuntimeInfo:
     inter_op_threads: int | None
     details: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["details"] = dict(self.details)
-        return d
-
 
 @dataclass(frozen=True)
-class BackendStatus:
+class BackendStatus(Record):
     """Whether a backend can be used here, and if not, why and how to install it."""
 
     name: str
@@ -129,11 +117,6 @@ class BackendStatus:
     devices: tuple[str, ...]
     reason: str | None = None
     install_hint: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["devices"] = list(self.devices)
-        return d
 
 
 @runtime_checkable

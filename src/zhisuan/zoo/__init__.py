@@ -26,15 +26,15 @@ from typing import Any
 from zhisuan import __version__
 from zhisuan._io import atomic_write, atomic_write_json, cache_dir, sha256_file
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 from zhisuan.zoo import models as _models_pkg
 from zhisuan.zoo.base import (
     BuildOptions,
     EvalOptions,
     EvalResult,
-    Progress,
     WeightsFile,
     ZooEntry,
-    _no_progress,
 )
 
 __all__ = [
@@ -107,23 +107,13 @@ def get(name: str) -> ZooEntry:
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class ExportResult(Record):
     name: str
     path: Path
     sha256: str
     size_bytes: int
     cached: bool  # True when an existing, verified file was reused
     build_s: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "sha256": self.sha256,
-            "size_bytes": self.size_bytes,
-            "cached": self.cached,
-            "build_s": self.build_s,
-        }
 
 
 def _entry_dir(entry: ZooEntry, options: BuildOptions) -> Path:
@@ -140,7 +130,7 @@ def export(
     opset: int | None = None,
     force: bool = False,
     out: str | Path | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> ExportResult:
     """Build (or reuse from the cache) the ONNX file of zoo model ``name``.
 
@@ -197,7 +187,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         return {}
 
 
-def model_path(name: str, *, opset: int | None = None, progress: Progress = _no_progress) -> Path:
+def model_path(name: str, *, opset: int | None = None, progress: Progress = no_progress) -> Path:
     """Path of the verified cached ONNX file of ``name``, building it on first use."""
     return export(name, opset=opset, progress=progress).path
 
@@ -219,7 +209,7 @@ def evaluate(
     seed: int = 0,
     device: str = "cpu",
     intra_op_threads: int | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> EvalResult:
     """Score zoo model ``name`` (or a modified file of it, ``model``) on its offline evaluation set."""
     from zhisuan.runtime import load_runtime

@@ -7,21 +7,29 @@ import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
 from zhisuan._io import verify_sha256
 from zhisuan.errors import BackendUnavailableError
+from zhisuan.progress import Progress, no_progress
+from zhisuan.results import Record
 
 if TYPE_CHECKING:
     from zhisuan.runtime.base import Runtime, TensorSpec, TorchModel
 
-Progress = Callable[[str], None]
 
+def prefixed(progress: Progress, prefix: str) -> Progress:
+    """``progress`` with ``prefix`` before every message (e.g. the model's name), counts passed on."""
 
-def _no_progress(_: str) -> None:
-    return None
+    def report(text: str = "", *, done: float | None = None, total: float | None = None) -> None:
+        if done is None and total is None:  # a message alone also reaches a plain one-argument callable
+            progress(f"{prefix}{text}")
+        else:
+            progress(f"{prefix}{text}", done=done, total=total)
+
+    return report
 
 
 @dataclass(frozen=True)
@@ -70,11 +78,11 @@ class BuildOptions:
 class EvalOptions:
     samples: int | None = None  # None: the entry's default evaluation set size
     seed: int = 0
-    progress: Progress = _no_progress
+    progress: Progress = no_progress
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class EvalResult(Record):
     """A task metric computed on the entry's offline evaluation set."""
 
     model: str
@@ -87,21 +95,9 @@ class EvalResult:
     runtime: Mapping[str, Any] = field(default_factory=dict)  # RuntimeInfo.to_dict()
     duration_s: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "metric": self.metric,
-            "value": self.value,
-            "samples": self.samples,
-            "higher_is_better": self.higher_is_better,
-            "secondary": dict(self.secondary),
-            "model_path": self.model_path,
-            "runtime": dict(self.runtime),
-            "duration_s": self.duration_s,
-        }
-
 
 Kind = Literal["onnx-shipped", "torch-export", "random-init"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 #: A *feed*: one run's inputs, input name -> array (its first axis, where it has one, is the batch).
 Feed = dict[str, np.ndarray]
@@ -196,6 +192,10 @@ class ZooEntry:
     samples: SamplesHook | None = None
     serving: ServingHook | None = None
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:  # an entry defined outside the zoo (register) is checked too
+            raise ValueError(f"zoo entry {self.name!r} has unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
 
     def realistic_inputs(self, split: Split = "calib", *, batches: int = 8, seed: int = 0) -> list[Feed] | None:
         """Up to ``batches`` realistic feeds of ``split`` (None: this entry has none, or their data is missing)."""

@@ -27,7 +27,7 @@ from zhisuan.graph.torch_export import (
     ExportReport,
 )
 from zhisuan.graph.torch_export import export_onnx as _export_onnx
-from zhisuan.zoo.base import Progress, _no_progress
+from zhisuan.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,7 @@ def export_onnx(
     tolerance: float = 1e-4,
     exporters: Sequence[Exporter] = EXPORTERS,
     metadata: Mapping[str, str] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> ExportReport:
     """Export ``module(*args)`` to ``out`` and verify it; see :func:`zhisuan.graph.torch_export.export_onnx`.
 

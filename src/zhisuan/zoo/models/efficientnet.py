@@ -28,17 +28,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zhisuan.errors import BackendUnavailableError, UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.zoo.base import (
     BuildOptions,
     EvalOptions,
     EvalResult,
     Feed,
-    Progress,
     ScoredSamples,
     ServingDefaults,
     Split,
     WeightsFile,
     ZooEntry,
+    prefixed,
 )
 from zhisuan.zoo.torch_weights import load_state_strict
 
@@ -111,9 +112,8 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, 
     load_state_strict(module, state, what=ARCH, source=source)
 
 
-def load_module(progress: Progress | None = None) -> torch.nn.Module:
-    say = progress or (lambda _: None)
-    say(f"{NAME}: verifying sha256 of {WEIGHTS.relpath}, then reading it with weights_only=True")
+def load_module(progress: Progress = no_progress) -> torch.nn.Module:
+    progress(f"{NAME}: verifying sha256 of {WEIGHTS.relpath}, then reading it with weights_only=True")
     path = WEIGHTS.path()  # sha256 is checked before the file is parsed at all
     module = new_module()
     load_weights(module, read_state_dict(path), source=WEIGHTS.relpath)
@@ -157,7 +157,7 @@ def build(out: Path, options: BuildOptions, progress: Progress) -> None:
             "zhisuan.zoo_model": NAME,
             "zhisuan.preprocess": f"RGB, (x - {PIXEL_MEAN:g}) / {PIXEL_STD:g}, NCHW float32 {IMAGE_SIZE}x{IMAGE_SIZE}",
         },
-        progress=lambda msg: progress(f"{NAME}: {msg}"),
+        progress=prefixed(progress, f"{NAME}: "),
     )
     progress(f"{NAME}: {report.exporter} export, max abs error vs torch {report.max_abs_error:.2e}")
 

@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.zoo.base import (
     BuildOptions,
     EvalOptions,
     EvalResult,
     Feed,
-    Progress,
     ScoredSamples,
     Split,
     WeightsFile,
     ZooEntry,
+    prefixed,
 )
 from zhisuan.zoo.torch_weights import load_state_strict
 
@@ -265,12 +266,11 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, 
     load_state_strict(module, state, what=f"the {NAME} encoder", source=source, ignore=UNUSED_KEYS)
 
 
-def load_module(progress: Progress | None = None) -> torch.nn.Module:
+def load_module(progress: Progress = no_progress) -> torch.nn.Module:
     """The encoder with the package's weights, in eval mode (sha256 of every file checked first)."""
     from safetensors.torch import load_file
 
-    say = progress or (lambda _: None)
-    say(f"{NAME}: verifying and reading {WEIGHTS.relpath}")
+    progress(f"{NAME}: verifying and reading {WEIGHTS.relpath}")
     config = BertConfig.from_json(CONFIG.path())
     module = new_module(config)
     load_weights(module, load_file(str(WEIGHTS.path()), device="cpu"), source=WEIGHTS.relpath)
@@ -323,7 +323,7 @@ def build(out: Path, options: BuildOptions, progress: Progress) -> None:
         check_args=checks,
         tolerance=1e-4,
         metadata={"zhisuan.zoo_model": NAME, "zhisuan.max_tokens": str(MAX_TOKENS)},
-        progress=lambda msg: progress(f"{NAME}: {msg}"),
+        progress=prefixed(progress, f"{NAME}: "),
     )
     progress(f"{NAME}: {report.exporter} export, max abs error vs torch {report.max_abs_error:.2e}")
 

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress, no_progress
 from zhisuan.zoo.base import (
     BuildOptions,
     EvalOptions,
     EvalResult,
     Feed,
-    Progress,
     ServingDefaults,
     Split,
     WeightsFile,
@@ -214,7 +214,7 @@ def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -
     return sum(levenshtein(r, h) for r, h in zip(refs, hyps, strict=True)) / total
 
 
-def recognize(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress | None = None) -> list[str]:
+def recognize(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress = no_progress) -> list[str]:
     """Text of each line image (RGB uint8), batched as rapidocr does: sorted by aspect ratio, padded to the widest."""
     spec, output = _io(rt, "ppocr-rec", output_rank=3)
     charset = rec_charset()
@@ -236,8 +236,7 @@ def recognize(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress |
             )
         for i, text in zip(idx, ctc_greedy_decode(probs, charset), strict=True):
             texts[i] = text
-        if progress is not None:
-            progress(f"ppocr-rec: recognised {min(start + REC_BATCH, len(images))}/{len(images)} lines")
+        progress(f"ppocr-rec: recognised {min(start + REC_BATCH, len(images))}/{len(images)} lines")
     return texts
 
 
@@ -402,7 +401,7 @@ def _evaluate_det(rt: Runtime, options: EvalOptions) -> EvalResult:
 # --- direction classification ---------------------------------------------------------------------
 
 
-def classify(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress | None = None) -> list[str]:
+def classify(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress = no_progress) -> list[str]:
     """Orientation label ("0" or "180") of each line image (RGB uint8)."""
     spec, output = _io(rt, "ppocr-cls", output_rank=2, classes=len(CLS_LABELS))
     labels: list[str] = []
@@ -414,8 +413,7 @@ def classify(rt: Runtime, images: Sequence[np.ndarray], *, progress: Progress | 
         if probs.ndim != 2 or probs.shape[1] != len(CLS_LABELS):
             raise UserError(f"ppocr-cls should output N x {len(CLS_LABELS)} scores, got {list(probs.shape)}")
         labels.extend(CLS_LABELS[int(k)] for k in probs.argmax(axis=1))
-        if progress is not None:
-            progress(f"ppocr-cls: classified {min(start + CLS_BATCH, len(images))}/{len(images)} lines")
+        progress(f"ppocr-cls: classified {min(start + CLS_BATCH, len(images))}/{len(images)} lines")
     return labels
 
 

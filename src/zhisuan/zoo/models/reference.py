@@ -29,13 +29,14 @@ import numpy as np
 
 from zhisuan._io import atomic_write, cache_dir
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress
+from zhisuan.runtime import load_runtime
 from zhisuan.runtime.base import TensorSpec, TorchModel
 from zhisuan.zoo.base import (
     BuildOptions,
     EvalOptions,
     EvalResult,
     Feed,
-    Progress,
     ScoredSamples,
     Split,
     ZooEntry,
@@ -385,34 +386,6 @@ def gpt2_torch_model(config: Gpt2Config = GPT2_SMALL) -> TorchModel:
     return TorchModel(build_gpt2(config), inputs, outputs, gpt2_input_specs(config))
 
 
-class TorchRunner:
-    """The small part of the Runtime protocol this module needs, over a :class:`TorchModel`.
-
-    Used to compute the references through the same code path (e.g. :func:`generate`) as the
-    ONNX runtimes.
-    """
-
-    name = "torch"
-
-    def __init__(self, model: TorchModel) -> None:
-        self.model = model
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self.model.input_specs)
-
-    def outputs(self) -> list[TensorSpec]:
-        return [TensorSpec(n, "float32", ()) for n in self.model.output_names]
-
-    def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        torch = _nn().torch
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.model.input_names]
-        with torch.no_grad():
-            out = self.model.module(*args)
-        out = out if isinstance(out, tuple) else (out,)
-        values = {n: t.numpy() for n, t in zip(self.model.output_names, out, strict=True)}
-        return {n: values[n] for n in (output_names or self.model.output_names)}
-
-
 # --- ONNX export ----------------------------------------------------------------------------
 
 
@@ -748,7 +721,8 @@ def _evaluate_resnet50(runtime: Runtime, options: EvalOptions) -> EvalResult:
 
     def compute() -> dict[str, np.ndarray]:
         options.progress("resnet50: computing the PyTorch FP32 reference")
-        return {"logits": TorchRunner(resnet50_torch_model()).run({"image": images})["logits"]}
+        with load_runtime(resnet50_torch_model(), "torch") as reference:
+            return reference.run({"image": images}, ["logits"])
 
     reference = _reference("resnet50", options.seed, count, compute)["logits"]
     spec = runtime.inputs()[0]
@@ -782,7 +756,8 @@ def _evaluate_bert(runtime: Runtime, options: EvalOptions) -> EvalResult:
 
     def compute() -> dict[str, np.ndarray]:
         options.progress("bert-base: computing the PyTorch FP32 reference")
-        return TorchRunner(bert_torch_model()).run(inputs)
+        with load_runtime(bert_torch_model(), "torch") as reference:
+            return reference.run(inputs)
 
     reference = _reference("bert-base", options.seed, count, compute)
     names = {s.name for s in runtime.inputs()}
@@ -819,8 +794,8 @@ def _evaluate_gpt2(runtime: Runtime, options: EvalOptions) -> EvalResult:
 
     def compute() -> dict[str, np.ndarray]:
         options.progress("gpt2-small: greedy decoding with the PyTorch FP32 reference")
-        torch_runner = TorchRunner(gpt2_torch_model())
-        runs = [generate(torch_runner, p[None], GPT2_NEW_TOKENS, keep_logits=True) for p in prompts]
+        with load_runtime(gpt2_torch_model(), "torch") as reference:
+            runs = [generate(reference, p[None], GPT2_NEW_TOKENS, keep_logits=True) for p in prompts]
         return {
             "tokens": np.concatenate([r.tokens for r in runs]),
             "logits": np.concatenate([r.logits for r in runs if r.logits is not None]),
@@ -897,7 +872,8 @@ def _resnet50_samples(specs: Sequence[Any]) -> ScoredSamples:
 
     def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
         if "logits" not in cache:  # the PyTorch FP32 reference of the same seeded weights
-            cache["logits"] = TorchRunner(resnet50_torch_model()).run({"image": images})["logits"]
+            with load_runtime(resnet50_torch_model(), "torch") as reference:
+                cache["logits"] = reference.run({"image": images}, ["logits"])["logits"]
         logits = _rows(outputs, "logits")
         cos = cosine_rows(logits, cache["logits"])
         return (float(np.mean(logits.argmax(-1) == cache["logits"].argmax(-1))),
@@ -915,7 +891,8 @@ def _bert_samples(specs: Sequence[Any]) -> ScoredSamples:
 
     def score(outputs: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, dict[str, float]]:
         if "hidden" not in cache:
-            cache["hidden"] = TorchRunner(bert_torch_model()).run(inputs)["last_hidden_state"]
+            with load_runtime(bert_torch_model(), "torch") as reference:
+                cache["hidden"] = reference.run(inputs, ["last_hidden_state"])["last_hidden_state"]
         hidden = np.concatenate([np.asarray(o["last_hidden_state"]) for o in outputs])
         valid = inputs["attention_mask"].astype(bool)
         cos = cosine_rows(hidden, cache["hidden"])[valid]
@@ -1046,7 +1023,6 @@ __all__ = [
     "BertConfig",
     "Generation",
     "Gpt2Config",
-    "TorchRunner",
     "build_bert",
     "build_gpt2",
     "build_resnet50",

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zhisuan.errors import UserError
+from zhisuan.progress import Progress
 from zhisuan.zoo.base import (
     BuildOptions,
     EvalOptions,
     EvalResult,
     Feed,
-    Progress,
     Split,
     WeightsFile,
     ZooEntry,
