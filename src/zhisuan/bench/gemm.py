@@ -44,7 +44,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from zhisuan.bench.energy import EnergyReading, energy_items, energy_window
 from zhisuan.bench.schema import Item
@@ -54,15 +54,15 @@ from zhisuan.errors import UserError
 from zhisuan.results import Record
 from zhisuan.runtime.base import Precision
 
-#: A GEMM's precision: the runtimes' :class:`Precision`, plus the two formats only GPU tensor
-#: cores compute in (TF32 matmuls of FP32 data, FP8 e4m3).
-GemmPrecision = Precision | Literal["tf32", "fp8"]
-CPU_PRECISIONS: tuple[GemmPrecision, ...] = (Precision.FP32, Precision.BF16, Precision.FP16, Precision.INT8)
-GPU_PRECISIONS: tuple[GemmPrecision, ...] = (Precision.FP32, "tf32", Precision.FP16, Precision.BF16, Precision.INT8,
-                                             "fp8")
+#: A GEMM's precision: one of :class:`Precision` (TF32 matmuls of FP32 data and FP8 e4m3 run on
+#: GPU tensor cores only).
+GemmPrecision = Precision
+CPU_PRECISIONS: tuple[Precision, ...] = (Precision.FP32, Precision.BF16, Precision.FP16, Precision.INT8)
+GPU_PRECISIONS: tuple[Precision, ...] = (Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16,
+                                         Precision.INT8, Precision.FP8)
 ALL_PRECISIONS = GPU_PRECISIONS
-_NAMES = {Precision.FP32: "FP32", "tf32": "TF32", Precision.FP16: "FP16", Precision.BF16: "BF16",
-          Precision.INT8: "INT8", "fp8": "FP8 (e4m3)"}
+_NAMES = {Precision.FP32: "FP32", Precision.TF32: "TF32", Precision.FP16: "FP16", Precision.BF16: "BF16",
+          Precision.INT8: "INT8", Precision.FP8: "FP8 (e4m3)"}
 # The longest one GEMM may take before the size is halved (emulated precisions are very slow).
 MAX_SINGLE_S = 0.6
 
@@ -402,9 +402,9 @@ def measure_gemm_cuda(
     gen = torch.Generator(device=dev).manual_seed(seed)
     cc = torch.cuda.get_device_capability(dev)
     notes: list[str] = []
-    with _tf32(torch, precision == "tf32"):
-        if precision in (Precision.FP32, "tf32", Precision.FP16, Precision.BF16):
-            dtype = {Precision.FP32: torch.float32, "tf32": torch.float32, Precision.FP16: torch.float16,
+    with _tf32(torch, precision == Precision.TF32):
+        if precision in (Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16):
+            dtype = {Precision.FP32: torch.float32, Precision.TF32: torch.float32, Precision.FP16: torch.float16,
                      Precision.BF16: torch.bfloat16}[precision]
             a = torch.randn(size, size, device=dev, dtype=dtype, generator=gen)
             b = torch.randn(size, size, device=dev, dtype=dtype, generator=gen)
@@ -572,8 +572,8 @@ def _measure(ctx: EvalContext, precision: GemmPrecision, repeats: int, min_repea
 
 
 def _unsupported(kind: str, precision: GemmPrecision) -> str:
-    if kind == "cpu" and precision == "tf32":
+    if kind == "cpu" and precision == Precision.TF32:
         return "TF32 is a tensor-core format of NVIDIA GPUs (Ampere and later); CPUs have no TF32 arithmetic"
-    if kind == "cpu" and precision == "fp8":
+    if kind == "cpu" and precision == Precision.FP8:
         return "no FP8 GEMM for CPUs in torch or ONNX Runtime here (torch._scaled_mm is a GPU kernel)"
     return f"no {precision.upper()} GEMM path for {kind} devices"

@@ -402,8 +402,9 @@ def run_suite(
         raise UserError(f"{out_dir} exists and is not a directory")
     if devices is None:
         from zhisuan.device import list_devices
+        from zhisuan.runtime import backend_status
 
-        devices = list_devices()
+        devices = list_devices(backend_statuses=backend_status(tolerate_errors=True))
     device = choose_device(config.device, devices)
     selected = select_tasks(config.suite, device.kind, config.only, tasks)
     broken = import_errors() if tasks is None else {}
