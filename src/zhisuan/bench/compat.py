@@ -289,7 +289,9 @@ Prepared = Callable[[list[Any]], list[Any]]
 def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
-    return f"{type(exc).__name__}: {(useful or lines or [''])[-1 if useful else 0][:300]}"
+    text = (useful or lines or [""])[-1 if useful else 0][:300]
+    # the runtime layer's load errors already say who failed ("onnxruntime could not load ...")
+    return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"
 
 
 def prepare_onnxruntime(model_bytes: bytes, *, threads: int = 1, device: str = "cpu") -> Prepared:
@@ -364,10 +366,11 @@ def _from_ort_value(value: Any, dtype: Any) -> Any:
 def prepare_openvino(model_bytes: bytes, *, threads: int = 1, device: str = "cpu") -> Prepared:
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(model_bytes)
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-    compiled = core.compile_model(model, device.upper() if device == "cpu" else device, config)
+    from zhisuan.runtime import load_runtime
+
+    # fp32 precision: the f32 inference hint; the raw compiled model, since operator cases feed raw
+    # bfloat16/float8 bits that the runner's feed checks do not take
+    compiled = load_runtime(model_bytes, "openvino", device=device, intra_op_threads=threads).compiled_model
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)
     import onnx

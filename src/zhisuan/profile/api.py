@@ -227,37 +227,31 @@ def parse_ort_trace(
 def _profile_openvino(
     path: Path, feeds: Mapping[str, np.ndarray], runs: int, warmup: int, threads: int | None
 ) -> tuple[list[tuple[str, str, float, str | None]], list[float], dict[str, Any]]:
-    import importlib.util
-
-    from zhisuan.errors import BackendUnavailableError
-
-    if importlib.util.find_spec("openvino") is None:
-        raise BackendUnavailableError("openvino", "openvino is not installed", "pip install openvino")
     import openvino as ov
 
-    core = ov.Core()
-    # Set explicitly: on CPUs with avx512_bf16/AMX OpenVINO would otherwise run f32 models in bf16.
-    config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-    request = compiled.create_infer_request()
-    names = [p.get_any_name() for p in compiled.inputs]
-    by_index = {i: np.asarray(feeds[n] if n in feeds else list(feeds.values())[i]) for i, n in enumerate(names)}
-    for _ in range(warmup):
-        request.infer(by_index)
-    totals: dict[tuple[str, str, str], float] = defaultdict(float)
-    wall = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        request.infer(by_index)
-        wall.append((time.perf_counter() - start) * 1e3)
-        for item in request.profiling_info:
-            if str(item.status).endswith("EXECUTED") and "NOT" not in str(item.status):
-                totals[(item.node_name, item.node_type, item.exec_type)] += item.real_time.total_seconds() * 1e3
-    info = {"runtime": "openvino", "version": ov.get_version(), "device": "cpu",
-            "precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
-            "intra_op_threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
+    from zhisuan.runtime import load_runtime
+
+    # fp32 (load_runtime's default precision) sets the f32 hint: on CPUs with avx512_bf16/AMX
+    # OpenVINO would otherwise run f32 models in bf16. LATENCY is the runner's performance hint.
+    with load_runtime(path, "openvino", intra_op_threads=threads or None, perf_count=True) as runtime:
+        compiled = runtime.compiled_model
+        request = compiled.create_infer_request()
+        names = [p.get_any_name() for p in compiled.inputs]
+        by_index = {i: np.asarray(feeds[n] if n in feeds else list(feeds.values())[i]) for i, n in enumerate(names)}
+        for _ in range(warmup):
+            request.infer(by_index)
+        totals: dict[tuple[str, str, str], float] = defaultdict(float)
+        wall = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            request.infer(by_index)
+            wall.append((time.perf_counter() - start) * 1e3)
+            for item in request.profiling_info:
+                if str(item.status).endswith("EXECUTED") and "NOT" not in str(item.status):
+                    totals[(item.node_name, item.node_type, item.exec_type)] += item.real_time.total_seconds() * 1e3
+        info = {"runtime": "openvino", "version": ov.get_version(), "device": "cpu",
+                "precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
+                "intra_op_threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
     return [(n, t, ms / runs, e) for (n, t, e), ms in totals.items()], wall, info
 
 

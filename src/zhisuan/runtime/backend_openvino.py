@@ -58,6 +58,8 @@ class OpenVinoOptions(BackendOptions):
     performance_hint: str = "LATENCY"
     #: ``NUM_STREAMS`` for parallel requests; None leaves it to the performance hint.
     num_streams: int | None = None
+    #: ``PERF_COUNT``: per-node timings in the infer request's ``profiling_info`` (zhisuan profile).
+    perf_count: bool = False
 
     def __post_init__(self) -> None:
         hint = str(self.performance_hint).upper()
@@ -141,6 +143,8 @@ class OpenVinoRunner(RunnerBase):
             config["INFERENCE_NUM_THREADS"] = options.intra_op_threads
         if own.num_streams is not None:
             config["NUM_STREAMS"] = own.num_streams
+        if own.perf_count:
+            config["PERF_COUNT"] = True
 
         ov_model, onnx_specs = _read_model(core, model)
         try:
