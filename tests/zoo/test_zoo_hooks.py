@@ -1,5 +1,6 @@
 """A new zoo entry, defined in this one file, is picked up by every consumer with no other edit:
-calibration (quantize), the LoadGen accuracy pass (bench), compatibility, pack and serve."""
+calibration (quantize), the LoadGen accuracy pass (bench), the evaluation suite's EV-5 task,
+compatibility, pack and serve."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from zhisuan import zoo
 from zhisuan.zoo import EvalOptions, EvalResult, ZooEntry
-from zhisuan.zoo.base import BuildOptions, ScoredSamples, ServingDefaults
+from zhisuan.zoo.base import BuildOptions, ScoredSamples, ServingDefaults, SuiteRun
 
 NAME = "test-tiny-classifier"
 WEIGHT = np.array([[2.0, -1.0, 0.0], [0.0, 1.5, -1.0], [-1.0, 0.0, 2.0], [0.5, 0.5, 0.5]], np.float32)
@@ -71,7 +72,7 @@ ENTRY = ZooEntry(
     license="-", weights=None, preprocess="x: float32 [batch, 4] in [0, 1]", postprocess="argmax of the logits",
     metric="accuracy", metric_description="argmax equals the label", eval_set="24 seeded rows",
     default_eval_samples=24, build=_build, evaluate=_evaluate, inputs=_inputs, samples=_samples,
-    serving=_serving, quick=True,
+    serving=_serving, quick=True, suite_runs=(SuiteRun("onnxruntime", ("quick",), {"quick": 20}),),
 )
 
 
@@ -136,3 +137,30 @@ def test_the_compatibility_matrix_runs_it(registered: ZooEntry, tmp_path: Path) 
     cells = compat.run_matrix_model(NAME, device="cpu", device_kind="cpu", threads=1, seed=3, work_dir=tmp_path,
                                     combos=[("onnxruntime", "fp32"), ("torch", "fp32")])
     assert [(c.runtime, c.status) for c in cells] == [("onnxruntime", "match"), ("torch", "n/a")]
+
+
+def test_the_evaluation_suite_gets_its_ev5_task(registered: ZooEntry, tmp_path: Path) -> None:
+    from zhisuan.bench.tasks import EvalContext, registered_tasks
+    from zhisuan.device import list_devices
+
+    tasks = registered_tasks()
+    ev5 = tasks[f"EV-5.{NAME}"]
+    assert [str(s) for s in ev5.suites] == ["quick"] and ev5.est_s == {"quick": 20}
+    cpu = next(d for d in list_devices(backends=False).devices if d.kind == "cpu")
+    items = ev5.run(EvalContext(suite="quick", device=cpu, threads=1, work_dir=tmp_path))
+    accuracy = [i for i in items if i.id.endswith("accuracy")]
+    assert accuracy and accuracy[0].status == "pass" and accuracy[0].value == 1.0
+
+
+def test_an_unregistered_entry_leaves_no_task_behind() -> None:
+    from dataclasses import replace
+
+    from zhisuan.bench.tasks import registered_tasks
+
+    zoo.register(replace(ENTRY, name="test-tiny-other"))
+    try:
+        assert "EV-5.test-tiny-other" in registered_tasks()
+    finally:
+        zoo.unregister("test-tiny-other")
+    assert "EV-5.test-tiny-other" not in registered_tasks()
+    assert "EV-5.efficientnet-lite0" in registered_tasks()

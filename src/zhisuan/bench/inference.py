@@ -43,7 +43,7 @@ from zhisuan.bench.loadgen import (
     run_scenario,
 )
 from zhisuan.bench.schema import Item
-from zhisuan.bench.tasks import EvalContext, task
+from zhisuan.bench.tasks import EvalContext, task, task_provider
 from zhisuan.errors import BackendUnavailableError, UserError
 from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record, plain
@@ -520,32 +520,42 @@ def run_model_task(ctx: EvalContext, model: str, runtime: str) -> list[Item]:
     return items
 
 
-# Model x runtime tasks and the suites they belong to.
-_MODEL_TASKS: tuple[tuple[str, str, tuple[str, ...], dict[str, float]], ...] = (
-    ("efficientnet-lite0", "onnxruntime", ("quick", "standard", "full"), {"quick": 45, "standard": 110, "full": 500}),
-    ("minilm-l6", "onnxruntime", ("quick", "standard", "full"), {"quick": 35, "standard": 100, "full": 450}),
-    ("resnet50", "onnxruntime", ("standard", "full"), {"standard": 180, "full": 600}),
-    ("bert-base", "onnxruntime", ("standard", "full"), {"standard": 180, "full": 600}),
-    ("efficientnet-lite0", "openvino", ("standard", "full"), {"standard": 110, "full": 500}),
-    ("minilm-l6", "openvino", ("standard", "full"), {"standard": 100, "full": 450}),
-    ("resnet50", "openvino", ("full",), {"full": 600}),
-    ("bert-base", "openvino", ("full",), {"full": 600}),
-)
+def model_task_id(model: str, runtime: str) -> str:
+    return f"EV-5.{model}" + ("" if runtime == "onnxruntime" else f".{runtime}")
 
 
-def _register(model: str, runtime: str, suites: tuple[str, ...], est: dict[str, float]) -> None:
+def _register(model: str, runtime: str, suites: Sequence[str], est: Mapping[str, float]) -> None:
     kinds = ("cpu", "cuda") if runtime == "onnxruntime" else ("cpu",)
-    task_id = f"EV-5.{model}" + ("" if runtime == "onnxruntime" else f".{runtime}")
 
     def measure(ctx: EvalContext) -> list[Item]:
         return run_model_task(ctx, model, runtime)
 
     measure.__doc__ = f"LoadGen scenarios and accuracy of {model} on {runtime} (+ EV-7 energy of Offline)"
-    task(task_id, clause="EV-5", suites=suites, est_s=est, device_kinds=kinds)(measure)
+    task(model_task_id(model, runtime), clause="EV-5", suites=suites, est_s=dict(est), device_kinds=kinds)(measure)
 
 
-for _model, _runtime, _suites, _est in _MODEL_TASKS:
-    _register(_model, _runtime, _suites, _est)
+@task_provider
+def register_zoo_tasks() -> None:
+    """One EV-5 task per ``suite_runs`` entry of every zoo model (each model's own file says where
+    it is benchmarked, so a new model needs no edit here)."""
+    from zhisuan import zoo
+    from zhisuan.bench.tasks import forget, registered_ids
+
+    wanted = {model_task_id(e.name, r.runtime): (e.name, r) for e in zoo.entries() for r in e.suite_runs}
+    for gone in _ZOO_TASKS - wanted.keys():  # an entry removed with zoo.unregister
+        forget(gone)
+        _ZOO_TASKS.discard(gone)
+    known = registered_ids()
+    for task_id, (name, run) in wanted.items():
+        if task_id not in known:
+            _register(name, run.runtime, run.suites, run.est_s)
+            _ZOO_TASKS.add(task_id)
+
+
+#: The EV-5 tasks :func:`register_zoo_tasks` made.
+_ZOO_TASKS: set[str] = set()
+
+
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,6 +91,17 @@ class Task:
 
 _TASKS: dict[str, Task] = {}
 _IMPORT_ERRORS: dict[str, str] = {}
+#: Functions that register tasks from data known only at run time (zoo entries, including ones
+#: added with ``zoo.register``); :func:`registered_tasks` calls them every time.
+_PROVIDERS: list[Callable[[], None]] = []
+
+
+def task_provider(fn: Callable[[], None]) -> Callable[[], None]:
+    """Register ``fn``, which registers tasks with :func:`task` when :func:`registered_tasks` runs
+    (it must skip tasks it registered before)."""
+    if fn not in _PROVIDERS:
+        _PROVIDERS.append(fn)
+    return fn
 
 
 def task(
@@ -115,6 +126,16 @@ def task(
     return register
 
 
+def forget(task_id: str) -> None:
+    """Drop a task a provider registered (its source, e.g. a zoo entry, is gone)."""
+    _TASKS.pop(task_id, None)
+
+
+def registered_ids() -> set[str]:
+    """Ids of the tasks registered so far (no module import, no provider call)."""
+    return set(_TASKS)
+
+
 def registered_tasks() -> dict[str, Task]:
     """Every task of every module under ``zhisuan.bench`` (imported on first call).
 
@@ -135,6 +156,8 @@ def registered_tasks() -> dict[str, Task]:
                 _IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
             else:
                 _IMPORT_ERRORS.pop(name, None)
+    for provide in _PROVIDERS:
+        provide()
     return dict(sorted(_TASKS.items(), key=lambda kv: (int(kv[1].clause[3:]), kv[0])))
 
 

@@ -151,6 +151,18 @@ class ServingDefaults:
 #: (objects with ``.name``, ``.datatype``, ``.shape``).
 ServingHook = Callable[[Sequence[Any], Sequence[Any]], ServingDefaults]
 
+
+@dataclass(frozen=True)
+class SuiteRun(Record):
+    """One EV-5 task of the evaluation suite for this model: LoadGen scenarios and the accuracy
+    pass on ``runtime``, in ``suites`` (quick, standard, full), with the estimated seconds per suite
+    (the suite's progress bar and time budget use them)."""
+
+    runtime: str
+    suites: tuple[str, ...]
+    est_s: Mapping[str, float]
+
+
 #: ``samples(input_specs)`` -> the scored evaluation samples for a runtime with these inputs.
 SamplesHook = Callable[[Sequence["TensorSpec"]], ScoredSamples]
 
@@ -167,7 +179,8 @@ class ZooEntry:
     ``inputs`` makes realistic feeds per split (calibration, held-out metrics, compatibility
     runs, default sample inputs), ``samples`` the per-sample scored evaluation set (the LoadGen
     accuracy pass), ``serving`` the packaging defaults; ``quick`` puts it in the quick
-    compatibility suite (small real models).
+    compatibility suite (small real models); ``suite_runs`` are its EV-5 tasks in the evaluation
+    suite (LoadGen on a runtime, per suite).
     """
 
     name: str
@@ -192,6 +205,7 @@ class ZooEntry:
     samples: SamplesHook | None = None
     serving: ServingHook | None = None
     quick: bool = False
+    suite_runs: tuple[SuiteRun, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:  # an entry defined outside the zoo (register) is checked too
@@ -240,5 +254,6 @@ class ZooEntry:
             "hooks": {"inputs": self.inputs is not None, "samples": self.samples is not None,
                       "serving": self.serving is not None},
             "quick": self.quick,
+            "suite_runs": [r.to_dict() for r in self.suite_runs],
             "metadata": dict(self.metadata),
         }

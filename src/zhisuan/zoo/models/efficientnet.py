@@ -37,6 +37,7 @@ from zhisuan.zoo.base import (
     ScoredSamples,
     ServingDefaults,
     Split,
+    SuiteRun,
     WeightsFile,
     ZooEntry,
     prefixed,
@@ -350,6 +351,10 @@ ENTRIES = [
         samples=scored_samples,
         serving=serving_defaults,
         quick=True,
+        suite_runs=(
+            SuiteRun("onnxruntime", ("quick", "standard", "full"), {"quick": 45, "standard": 110, "full": 500}),
+            SuiteRun("openvino", ("standard", "full"), {"standard": 110, "full": 500}),
+        ),
         architecture_source="efficientnet-lite-pytorch 0.1.0 (EfficientNet.from_name('efficientnet-lite0'))",
         metadata={
             "inputs": list(INPUT_NAMES),

@@ -33,6 +33,7 @@ from zhisuan.zoo.base import (
     Feed,
     ScoredSamples,
     Split,
+    SuiteRun,
     WeightsFile,
     ZooEntry,
     prefixed,
@@ -474,6 +475,10 @@ ENTRIES = [
         inputs=realistic_inputs,
         samples=scored_samples,
         quick=True,
+        suite_runs=(
+            SuiteRun("onnxruntime", ("quick", "standard", "full"), {"quick": 35, "standard": 100, "full": 450}),
+            SuiteRun("openvino", ("standard", "full"), {"standard": 100, "full": 450}),
+        ),
         torch_model=torch_model,
         architecture_source="zhisuan (BERT encoder written in torch, loads the safetensors checkpoint strictly)",
         metadata={

@@ -39,6 +39,7 @@ from zhisuan.zoo.base import (
     Feed,
     ScoredSamples,
     Split,
+    SuiteRun,
     ZooEntry,
 )
 
@@ -925,6 +926,10 @@ ENTRIES = [
         evaluate=_evaluate_resnet50,
         inputs=_resnet50_inputs,
         samples=_resnet50_samples,
+        suite_runs=(
+            SuiteRun("onnxruntime", ("standard", "full"), {"standard": 180, "full": 600}),
+            SuiteRun("openvino", ("full",), {"full": 600}),
+        ),
         torch_model=resnet50_torch_model,
         architecture_source=ARCHITECTURE_SOURCE,
         metadata={"parameters": 25_557_032, "weight_seed": WEIGHT_SEED, "exporter": EXPORTER, "opset": DEFAULT_OPSET},
@@ -952,6 +957,10 @@ ENTRIES = [
         evaluate=_evaluate_bert,
         inputs=_bert_inputs,
         samples=_bert_samples,
+        suite_runs=(
+            SuiteRun("onnxruntime", ("standard", "full"), {"standard": 180, "full": 600}),
+            SuiteRun("openvino", ("full",), {"full": 600}),
+        ),
         torch_model=bert_torch_model,
         architecture_source=ARCHITECTURE_SOURCE,
         metadata={
