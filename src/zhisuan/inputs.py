@@ -155,7 +155,8 @@ def resolve(source: str | Path | ModelRef, *, accept: Collection[ModelKind] | No
     """
     ref = source if isinstance(source, ModelRef) else _resolve(str(source))
     if accept is not None and ref.kind not in accept:
-        wanted = ", ".join(_KIND_TEXT[k] for k in accept)
+        kinds = [_KIND_TEXT[k] for k in accept]
+        wanted = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
         raise UserError(f"{ref.name} is {_KIND_TEXT[ref.kind]}; this command takes {wanted}")
     return ref
 

@@ -54,9 +54,7 @@ from zhisuan.errors import UserError
 from zhisuan.results import Record
 from zhisuan.runtime.base import Precision
 
-#: A GEMM's precision: one of :class:`Precision` (TF32 matmuls of FP32 data and FP8 e4m3 run on
-#: GPU tensor cores only).
-GemmPrecision = Precision
+# A GEMM's precision is a Precision; TF32 (matmuls of FP32 data) and FP8 e4m3 run on GPU tensor cores only.
 CPU_PRECISIONS: tuple[Precision, ...] = (Precision.FP32, Precision.BF16, Precision.FP16, Precision.INT8)
 GPU_PRECISIONS: tuple[Precision, ...] = (Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16,
                                          Precision.INT8, Precision.FP8)
@@ -71,7 +69,7 @@ MAX_SINGLE_S = 0.6
 class GemmResult(Record):
     """Throughput samples of one precision: one per repeat, in TFLOP/s (TOP/s for int8)."""
 
-    precision: GemmPrecision
+    precision: Precision
     device: str
     backend: str
     size: int
@@ -101,8 +99,8 @@ class GemmResult(Record):
         return {**d, "tflops": self.tflops, "unit": self.unit, **tail}
 
 
-def parse_precision(value: str, choices: Sequence[GemmPrecision] = ALL_PRECISIONS, *,
-                    where: str = "") -> GemmPrecision:
+def parse_precision(value: str, choices: Sequence[Precision] = ALL_PRECISIONS, *,
+                    where: str = "") -> Precision:
     """``value`` as one of ``choices`` (a :class:`Precision` member where there is one), else a
     :class:`UserError` naming them (``where``: "CPU" / "GPU" for the message)."""
     if value not in choices:
@@ -166,7 +164,7 @@ def fit_size(seconds_at: Callable[[int], float], size: int, *, probe: int = 256,
 
 
 def measure_gemm_cpu(
-    precision: GemmPrecision | str,
+    precision: Precision | str,
     *,
     size: int,
     repeats: int,
@@ -197,7 +195,7 @@ def measure_gemm_cpu(
         torch.set_num_threads(before)
 
 
-def _measure_gemm_cpu(torch: Any, precision: GemmPrecision, *, size: int, repeats: int, threads: int, min_repeat_s: float,
+def _measure_gemm_cpu(torch: Any, precision: Precision, *, size: int, repeats: int, threads: int, min_repeat_s: float,
                       warmup: int, seed: int, int8_backend: str, int8_reduce_range: bool | None,
                       device: Any) -> GemmResult:
     gen = torch.Generator().manual_seed(seed)
@@ -286,7 +284,7 @@ def _numpy_sgemm(a: Any, b: Any, threads: int) -> tuple[str, Callable[[], Any], 
             lambda: threadpool_limits(limits=threads, user_api="blas"))
 
 
-def _cpu_native(device: Any, precision: GemmPrecision) -> bool | None:
+def _cpu_native(device: Any, precision: Precision) -> bool | None:
     if precision == Precision.FP32:
         return True
     if device is None:
@@ -294,7 +292,7 @@ def _cpu_native(device: Any, precision: GemmPrecision) -> bool | None:
     return precision in tuple(getattr(device, "precisions", ()))
 
 
-def _cpu_blas(torch: Any, precision: GemmPrecision) -> str:
+def _cpu_blas(torch: Any, precision: Precision) -> str:
     if precision == Precision.FP32:
         return "MKL sgemm" if torch.backends.mkl.is_available() else "sgemm"
     return "oneDNN" if torch.backends.mkldnn.is_available() else "ATen"
@@ -383,7 +381,7 @@ def _int8_onnxruntime(*, size: int, repeats: int, threads: int, min_repeat_s: fl
 
 
 def measure_gemm_cuda(
-    precision: GemmPrecision | str,
+    precision: Precision | str,
     *,
     size: int,
     repeats: int,
@@ -507,7 +505,7 @@ def gemm_item(result: GemmResult, peak: PeakEstimate | None) -> Item:
     )
 
 
-def _skip(precision: GemmPrecision, reason: str) -> Item:
+def _skip(precision: Precision, reason: str) -> Item:
     return Item.skipped(f"EV-2.gemm.{precision}", "EV-2", f"Dense GEMM {_NAMES[precision]}", reason=reason,
                         unit="TOP/s" if precision == Precision.INT8 else "TFLOP/s")
 
@@ -560,7 +558,7 @@ def _no_reading(reason: str) -> EnergyReading:
     return EnergyReading(None, None, 0.0, None, None, None, None, 0, reason=reason)
 
 
-def _measure(ctx: EvalContext, precision: GemmPrecision, repeats: int, min_repeat_s: float) -> GemmResult:
+def _measure(ctx: EvalContext, precision: Precision, repeats: int, min_repeat_s: float) -> GemmResult:
     device = ctx.device
     if device.kind == "cpu":
         size = int(ctx.options.get("gemm_size") or ctx.pick(quick=2048, standard=3072, full=4096))
@@ -571,7 +569,7 @@ def _measure(ctx: EvalContext, precision: GemmPrecision, repeats: int, min_repea
                              min_repeat_s=min_repeat_s, seed=ctx.seed)
 
 
-def _unsupported(kind: str, precision: GemmPrecision) -> str:
+def _unsupported(kind: str, precision: Precision) -> str:
     if kind == "cpu" and precision == Precision.TF32:
         return "TF32 is a tensor-core format of NVIDIA GPUs (Ampere and later); CPUs have no TF32 arithmetic"
     if kind == "cpu" and precision == Precision.FP8:
