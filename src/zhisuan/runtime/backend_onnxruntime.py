@@ -22,6 +22,7 @@ from zhisuan.runtime.base import (
     RuntimeInfo,
     RuntimeOptions,
     TensorSpec,
+    import_backend,
 )
 from zhisuan.runtime.feeds import check_feeds
 
@@ -307,12 +308,9 @@ class _OnnxRuntimeBackend:
     options_type = OrtOptions
 
     def status(self) -> BackendStatus:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return BackendStatus(self.name, False, None, (), "onnxruntime is not installed", INSTALL_HINT)
-        try:
-            import onnxruntime as ort
-        except Exception as exc:
-            return BackendStatus(self.name, False, None, (), f"import failed: {exc}", INSTALL_HINT)
+        ort = import_backend(self.name, "onnxruntime", INSTALL_HINT)
+        if isinstance(ort, BackendStatus):
+            return ort
         providers = ort.get_available_providers()
         reverse = {v: k for k, v in _PROVIDERS.items()}
         devices = tuple(reverse.get(p, p) for p in providers)

@@ -30,6 +30,7 @@ from zhisuan.runtime.base import (
     RuntimeInfo,
     RuntimeOptions,
     TensorSpec,
+    import_backend,
 )
 from zhisuan.runtime.feeds import check_feeds
 from zhisuan.runtime.onnx_signature import onnx_signature
@@ -283,14 +284,13 @@ class _OpenVinoBackend:
     options_type = OpenVinoOptions
 
     def status(self) -> BackendStatus:
-        if importlib.util.find_spec("openvino") is None:
-            return BackendStatus(self.name, False, None, (), "openvino is not installed", INSTALL_HINT)
+        ov = import_backend(self.name, "openvino", INSTALL_HINT)
+        if isinstance(ov, BackendStatus):
+            return ov
         try:
-            import openvino as ov
-
             devices = tuple(ov.Core().available_devices)
-        except Exception as exc:
-            return BackendStatus(self.name, False, None, (), f"import failed: {_one_line(exc)}", INSTALL_HINT)
+        except Exception as exc:  # OpenVINO raises RuntimeError when its plugins cannot load
+            return BackendStatus.unavailable(self.name, f"no device: {_one_line(exc)}", INSTALL_HINT)
         return BackendStatus(self.name, True, ov.get_version(), devices, None, INSTALL_HINT)
 
     def load(self, model: str | Path | Any, options: RuntimeOptions) -> OpenVinoRunner:

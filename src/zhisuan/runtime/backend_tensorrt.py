@@ -39,6 +39,7 @@ from zhisuan.runtime.base import (
     RuntimeInfo,
     RuntimeOptions,
     TensorSpec,
+    import_backend,
 )
 from zhisuan.runtime.feeds import check_feeds
 from zhisuan.runtime.onnx_signature import onnx_signature
@@ -318,12 +319,9 @@ class _TensorRtBackend:
     options_type = TensorRtOptions
 
     def status(self) -> BackendStatus:
-        if not _importable("tensorrt"):
-            return BackendStatus(self.name, False, None, (), "tensorrt is not installed", INSTALL_HINT)
-        try:
-            import tensorrt as trt
-        except Exception as exc:
-            return BackendStatus(self.name, False, None, (), f"import failed: {exc}", INSTALL_HINT)
+        trt = import_backend(self.name, "tensorrt", INSTALL_HINT)
+        if isinstance(trt, BackendStatus):
+            return trt
         version = getattr(trt, "__version__", None)
         reason = _cuda_reason()
         if reason is not None:

@@ -43,6 +43,7 @@ from zhisuan.runtime.base import (
     RuntimeOptions,
     TensorSpec,
     TorchModel,
+    import_backend,
 )
 from zhisuan.runtime.feeds import check_feeds
 
@@ -283,12 +284,9 @@ class _TorchBackend:
     options_type = TorchOptions
 
     def status(self) -> BackendStatus:
-        if importlib.util.find_spec("torch") is None:
-            return BackendStatus(self.name, False, None, (), "torch is not installed", INSTALL_HINT)
-        try:
-            import torch
-        except Exception as exc:
-            return BackendStatus(self.name, False, None, (), f"import failed: {exc}", INSTALL_HINT)
+        torch = import_backend(self.name, "torch", INSTALL_HINT)
+        if isinstance(torch, BackendStatus):
+            return torch
         devices = ["cpu"]
         if torch.cuda.is_available():
             devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]

@@ -118,6 +118,29 @@ class BackendStatus(Record):
     reason: str | None = None
     install_hint: str | None = None
 
+    @classmethod
+    def unavailable(cls, name: str, reason: str, install_hint: str | None) -> BackendStatus:
+        return cls(name, False, None, (), reason, install_hint)
+
+
+def import_backend(name: str, module: str, install_hint: str) -> Any:
+    """Import a backend's library for its ``status()``: the module, or the :class:`BackendStatus`
+    that says why it cannot be used (not installed, or its import failed)."""
+    import importlib
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken package, or a stub left in sys.modules
+        found = False
+    if not found:
+        return BackendStatus.unavailable(name, f"{module} is not installed", install_hint)
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # a broken install raises anything from OSError to RuntimeError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return BackendStatus.unavailable(name, f"import failed: {first}", install_hint)
+
 
 @runtime_checkable
 class Runtime(Protocol):
