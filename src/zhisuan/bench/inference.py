@@ -604,7 +604,7 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
     from zhisuan import zoo
     from zhisuan.bench.llm import loadgen_token_run, measure_requests
     from zhisuan.runtime import load_runtime
-    from zhisuan.zoo.models.reference import gpt2_prompts
+    from zhisuan.zoo.data.text_render import token_prompts
 
     name = "gpt2-small"
     prefix = f"EV-5.{name}"
@@ -622,7 +622,7 @@ def run_llm_task(ctx: EvalContext) -> list[Item]:
     total_steps = len(concurrencies) + 2
     ctx.progress(f"{name}: loading", done=0, total=total_steps)
     path = zoo.model_path(name)
-    prompts = gpt2_prompts(requests, prompt_len, seed=ctx.seed)
+    prompts = token_prompts(requests, prompt_len, seed=ctx.seed, vocab_size=zoo.get(name).metadata["vocab_size"])
     items: list[Item] = []
     with load_runtime(path, "onnxruntime", device=device, intra_op_threads=ctx.threads) as rt:
         info = rt.info

@@ -209,11 +209,13 @@ def tampered_weights(scratch: Path) -> TamperCase:
     """A shipped weights file with a flipped byte must fail its pinned sha256 before it is parsed."""
     import importlib
 
+    from zhisuan import zoo
     from zhisuan._io import sha256_file
     from zhisuan.zoo.base import WeightsFile
-    from zhisuan.zoo.models.efficientnet import WEIGHTS
 
-    original = WEIGHTS.path()  # the real shipped .pth, verified
+    weights = zoo.get("efficientnet-lite0").weights
+    assert weights is not None  # a shipped-weights entry
+    original = weights.path()  # the real shipped .pth, verified
     package = f"zs_tamper_probe_{secrets.token_hex(4)}"
     root = scratch / "site"
     intact_dir = root / package / "models"
@@ -244,7 +246,7 @@ def tampered_weights(scratch: Path) -> TamperCase:
     finally:
         sys.path.remove(str(root))
         importlib.invalidate_caches()
-    return TamperCase(f"shipped weights {WEIGHTS.relpath} ({WEIGHTS.distribution})", refused, control_ok,
+    return TamperCase(f"shipped weights {weights.relpath} ({weights.distribution})", refused, control_ok,
                       f"flipped byte {offset} of a copy; WeightsFile.path() -> {why}")
 
 
@@ -300,7 +302,7 @@ def write_payloads(directory: Path, marker: Path) -> dict[str, Path]:
 def _loaders(files: dict[str, Path]) -> list[tuple[str, Path, Callable[[], Any]]]:
     from zhisuan.runtime import load_runtime
     from zhisuan.runtime.feeds import load_feeds
-    from zhisuan.zoo.models.efficientnet import read_state_dict
+    from zhisuan.zoo.torch_weights import read_state_dict
 
     def safetensors_load(path: Path) -> Any:
         from safetensors.torch import load_file

@@ -1,11 +1,28 @@
-"""Strict loading of a state dict into a module built in code (the zoo's torch models)."""
+"""Reading ``.pth`` weights safely, and strict loading into a module built in code (the zoo's torch models)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from zhisuan.errors import UserError
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """Tensors of a verified ``.pth`` file; ``weights_only=True`` refuses anything but tensors and containers.
+
+    Call it only after the file's pinned sha256 matched (:meth:`zhisuan.zoo.base.WeightsFile.path`).
+    """
+    import torch
+
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # an UnpicklingError when the file holds code or unknown objects
+        raise UserError(f"{path}: not a plain tensor checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: expected a mapping of parameter names to tensors")
+    return dict(state)
 
 
 def load_state_strict(

@@ -37,6 +37,7 @@ __all__ = [
     "render_line",
     "text_lines",
     "text_pages",
+    "token_prompts",
 ]
 
 # DejaVu faces: sans, serif and monospace; regular, bold and slanted.
@@ -302,3 +303,9 @@ def _page(seed: int, index: int) -> TextPage:
 def text_pages(n: int, seed: int = 0) -> list[TextPage]:
     """``n`` pages of 3–8 lines each, 18–40 px, at known positions, with mild Gaussian noise."""
     return [_page(seed, i) for i in range(n)]
+
+
+def token_prompts(count: int, length: int, *, seed: int, vocab_size: int) -> np.ndarray:
+    """``count`` seeded prompts of ``length`` token ids in ``[0, vocab_size)``: int64 [count, length]."""
+    rng = np.random.default_rng([seed, 0x6972])
+    return rng.integers(0, vocab_size, (count, length)).astype(np.int64)

@@ -42,7 +42,7 @@ from zhisuan.zoo.base import (
     ZooEntry,
     prefixed,
 )
-from zhisuan.zoo.torch_weights import load_state_strict
+from zhisuan.zoo.torch_weights import load_state_strict, read_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -93,19 +93,6 @@ def new_module() -> torch.nn.Module:
     except ImportError as exc:
         raise BackendUnavailableError("efficientnet-lite-pytorch", f"cannot import it ({exc})", _HINT) from None
     return EfficientNet.from_name(ARCH)
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a verified ``.pth`` file; ``weights_only=True`` refuses anything but tensors and containers."""
-    import torch
-
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # an UnpicklingError when the file holds code or unknown objects
-        raise UserError(f"{path}: not a plain tensor checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: expected a mapping of parameter names to tensors")
-    return dict(state)
 
 
 def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "weights") -> None:

@@ -551,9 +551,10 @@ def bert_inputs(count: int, seq_len: int, *, seed: int, vocab_size: int = 30522)
 
 
 def gpt2_prompts(count: int, length: int, *, seed: int, vocab_size: int = 50257) -> np.ndarray:
-    """``count`` seeded prompts of ``length`` token ids each: int64 [count, length]."""
-    rng = np.random.default_rng([seed, 0x6972])
-    return rng.integers(0, vocab_size, (count, length)).astype(np.int64)
+    """``count`` seeded prompts of ``length`` GPT-2 token ids each: int64 [count, length]."""
+    from zhisuan.zoo.data.text_render import token_prompts
+
+    return token_prompts(count, length, seed=seed, vocab_size=vocab_size)
 
 
 # --- KV-cache decoding ----------------------------------------------------------------------
@@ -904,6 +905,13 @@ def _bert_samples(specs: Sequence[Any]) -> ScoredSamples:
                          f"{BERT_SEQ_LEN} tokens)", "mean_cosine", True, score)
 
 
+#: EV-5 tasks of the large reference models: ONNX Runtime in the standard and full suites,
+#: OpenVINO in the full suite (each several minutes on a small CPU).
+_LARGE_SUITE_RUNS = (
+    SuiteRun("onnxruntime", ("standard", "full"), {"standard": 180, "full": 600}),
+    SuiteRun("openvino", ("full",), {"full": 600}),
+)
+
 _FIDELITY = "random seeded weights: the metric is fidelity to the PyTorch FP32 reference of the same weights"
 
 ENTRIES = [
@@ -926,10 +934,7 @@ ENTRIES = [
         evaluate=_evaluate_resnet50,
         inputs=_resnet50_inputs,
         samples=_resnet50_samples,
-        suite_runs=(
-            SuiteRun("onnxruntime", ("standard", "full"), {"standard": 180, "full": 600}),
-            SuiteRun("openvino", ("full",), {"full": 600}),
-        ),
+        suite_runs=_LARGE_SUITE_RUNS,
         torch_model=resnet50_torch_model,
         architecture_source=ARCHITECTURE_SOURCE,
         metadata={"parameters": 25_557_032, "weight_seed": WEIGHT_SEED, "exporter": EXPORTER, "opset": DEFAULT_OPSET},
@@ -957,10 +962,7 @@ ENTRIES = [
         evaluate=_evaluate_bert,
         inputs=_bert_inputs,
         samples=_bert_samples,
-        suite_runs=(
-            SuiteRun("onnxruntime", ("standard", "full"), {"standard": 180, "full": 600}),
-            SuiteRun("openvino", ("full",), {"full": 600}),
-        ),
+        suite_runs=_LARGE_SUITE_RUNS,
         torch_model=bert_torch_model,
         architecture_source=ARCHITECTURE_SOURCE,
         metadata={
