@@ -213,9 +213,9 @@ def tampered_weights(scratch: Path) -> TamperCase:
     from zhisuan._io import sha256_file
     from zhisuan.zoo.base import WeightsFile
 
-    weights = zoo.get("efficientnet-lite0").weights
-    assert weights is not None  # a shipped-weights entry
-    original = weights.path()  # the real shipped .pth, verified
+    shipped = zoo.get("efficientnet-lite0").weights
+    assert shipped is not None  # a shipped-weights entry
+    original = shipped.path()  # the real shipped .pth, verified
     package = f"zs_tamper_probe_{secrets.token_hex(4)}"
     root = scratch / "site"
     intact_dir = root / package / "models"
@@ -246,7 +246,7 @@ def tampered_weights(scratch: Path) -> TamperCase:
     finally:
         sys.path.remove(str(root))
         importlib.invalidate_caches()
-    return TamperCase(f"shipped weights {weights.relpath} ({weights.distribution})", refused, control_ok,
+    return TamperCase(f"shipped weights {shipped.relpath} ({shipped.distribution})", refused, control_ok,
                       f"flipped byte {offset} of a copy; WeightsFile.path() -> {why}")
 
 
