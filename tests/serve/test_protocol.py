@@ -219,3 +219,12 @@ def test_big_endian_outputs_are_sent_little_endian() -> None:
                                     requested=(), binary_output=True)
     assert n is not None
     np.testing.assert_array_equal(np.frombuffer(body[n:], "<i4"), [0, 1, 2])
+
+
+@pytest.mark.parametrize(("datatype", "value"), [("FP16", 70000.0), ("FP16", -1e5), ("FP32", 1e39)])
+def test_json_floats_out_of_range_are_refused_not_inf(datatype: str, value: float) -> None:
+    doc = {"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": [1.0, value]}]}
+    with pytest.raises(ServeError, match=f"out of range for {datatype}"):
+        decode_infer_request(json.dumps(doc).encode())
+    doc["inputs"][0]["data"] = [1.0, 65504.0]
+    assert decode_infer_request(json.dumps(doc).encode()).inputs["x"].tolist() == [1.0, 65504.0]
