@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from package_models import matmul_model
-from server_helpers import TABLE, lookup_model, running_server
+from server_helpers import running_server
 
 from zhisuan.errors import UserError
 from zhisuan.serve.config import ServerConfig
@@ -124,16 +126,25 @@ def test_snapshot_restore_and_version_changes() -> None:
     fresh.set_versions([1], reason="v2 unloaded")
     assert fresh.weights == {1: 30.0} and {fresh.choose() for _ in range(10)} == {1}
     damaged = Rollout("m", [1, 2])
-    damaged.restore({"weights": "nonsense"})
+    for bad in ({"weights": "nonsense"}, [1, 2], "x", {"weights": {"1": True}, "stable_weights": {"1": 1}},
+                {"weights": {"1": 1}, "stable_weights": {"1": 1}, "policy": 5}):
+        with pytest.raises(UserError):
+            damaged.restore(bad)  # type: ignore[arg-type]
     assert damaged.weights == {2: 100.0}
 
 
 def test_parse_weights() -> None:
     assert parse_weights("1=80, 2=20") == {1: 80.0, 2: 20.0}
     assert parse_weights({"3": 1}) == {3: 1.0}
-    for bad in ("1=80,1=20", "1:80", "a=1", "1=-5", "1=0", "", "1=inf"):
+    for bad in ("1=80,1=20", "1:80", "a=1", "1=-5", "1=0", "", "1=inf", "01=5", "+1=5", " =5", "1=1e308"):
         with pytest.raises(UserError):
             parse_weights(bad)
+    for bad_map in ({"1": True}, {"1": 1e308, "2": 1e308}, {"1": None}, {"1": "80"}, {"01": 1}, {"1.5": 1}):
+        with pytest.raises(UserError):
+            parse_weights(bad_map)  # type: ignore[arg-type]
+    for bad_values in ({"window_s": True}, {"min_requests": 2.5}, {"max_p99_ms": "9"}, {"window_s": float("nan")}):
+        with pytest.raises(UserError):
+            RolloutPolicy.from_dict(bad_values)
     for bad_policy in ({"max_error_rate": 2}, {"max_p99_ms": 0}, {"window_s": 0}, {"min_requests": 0}):
         with pytest.raises(UserError):
             RolloutPolicy(**bad_policy)
@@ -169,10 +180,39 @@ def test_client_sends_the_token_and_reports_server_errors(monkeypatch: pytest.Mo
 
 
 # --- a canary that rolls itself back, on the real server -------------------------------------
+def reshape_canary_model(path: Path) -> Path:
+    """x FP32 [batch, 4] -> y = x[:, :3] FP32 [batch, 3], but reshaped to [-1, 4] when max(x) >= 10:
+    ONNX Runtime fails with status FAIL (the model computed an impossible shape), the model's fault,
+    not the input's (an index out of range is the input's: see tests/serve/test_server_faults.py)."""
+    const = [numpy_helper.from_array(np.array(v, dtype), n) for v, dtype, n in (
+        (9.5, np.float32, "nine"), (3, np.int64, "three"), ([0], np.int64, "axis0"), ([-1], np.int64, "rows"),
+        ([0], np.int64, "start"), ([3], np.int64, "end"), ([1], np.int64, "axis1"))]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+            helper.make_node("Greater", ["m", "nine"], ["big"]),
+            helper.make_node("Cast", ["big"], ["one"], to=TensorProto.INT64),
+            helper.make_node("Add", ["one", "three"], ["k"]),
+            helper.make_node("Unsqueeze", ["k", "axis0"], ["k1"]),
+            helper.make_node("Concat", ["rows", "k1"], ["shape"], axis=0),
+            helper.make_node("Slice", ["x", "start", "end", "axis1"], ["first3"]),
+            helper.make_node("Reshape", ["first3", "shape"], ["y"]),
+        ],
+        "reshape_canary",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        const,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def test_a_failing_canary_rolls_back_by_itself(tmp_path: Path) -> None:
     repo = Repository(tmp_path / "repo")
     repo.add(matmul_model(tmp_path / "stable.onnx"), name="clf")
-    repo.add(lookup_model(tmp_path / "canary.onnx"), name="clf")  # v2: fails when max(x) >= 10
+    repo.add(reshape_canary_model(tmp_path / "canary.onnx"), name="clf")  # v2: fails when max(x) >= 10
     token = "canary-token-123"
     config = ServerConfig(repo=tmp_path / "repo", token=token, telemetry=False, max_queue_delay_ms=1.0,
                           log_dir=tmp_path / "logs")
@@ -194,7 +234,7 @@ def test_a_failing_canary_rolls_back_by_itself(tmp_path: Path) -> None:
         assert {r.json()["model_version"] for r in small} <= {"1", "2"}
         v2 = [r for r in small if r.json()["model_version"] == "2"]
         if v2:
-            np.testing.assert_array_equal(v2[0].json()["outputs"][0]["data"], TABLE[4])
+            np.testing.assert_array_equal(v2[0].json()["outputs"][0]["data"], [1, 2, 3])
         replies = asyncio.run(traffic(bad, 80))
         codes = Counter(r.status_code for r in replies)
         assert 1 <= codes[500] <= 12 and codes[200] >= 60  # the canary failed, a few times only ...

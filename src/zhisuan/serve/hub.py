@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -243,8 +244,12 @@ class ModelHub:
             rollout = self.rollouts.get(name)
             if rollout is None:
                 rollout = self.rollouts[name] = Rollout(name, self.models[name])
-                if saved:
-                    rollout.restore(saved)
+                if saved is not None:
+                    try:
+                        rollout.restore(saved)
+                    except UserError as exc:
+                        log.warning("ignoring the saved rollout state of %s in %s: %s",
+                                    name, self.config.rollout_state_path, exc)
             else:
                 rollout.set_versions(self.models[name], reason=f"loaded versions {new or 'none'}, dropped {gone or 'none'}")
             await self._unload_versions(name, gone, keep_entry=True)
@@ -268,7 +273,7 @@ class ModelHub:
             policy = self._policy(package)
             label = str(version)
             batcher = DynamicBatcher(
-                executor.infer, policy, batchable=policy.max_batch_size > 1, name=f"{name} v{version}",
+                _input_faults(executor.infer, f"{name} v{version}"), policy, batchable=policy.max_batch_size > 1, name=f"{name} v{version}",
                 on_batch=self._batch_observer(name, label),
             )
             await batcher.start()
@@ -344,10 +349,8 @@ class ModelHub:
         table = self.model(name)
         if version is None or version == "":
             return table[self.rollouts[name].choose(sticky)]
-        try:
-            lv = table.get(int(version))
-        except ValueError:
-            lv = None
+        # only the canonical spelling: "01", "+1" or " 1" are not version 1
+        lv = table.get(int(version)) if _VERSION.fullmatch(version) else None
         if lv is None:
             raise ServeError(
                 404, f"model {name!r} has no loaded version {version[:20]!r} (loaded: {', '.join(map(str, table))})"
@@ -505,7 +508,10 @@ class ModelHub:
         except (OSError, ServeError) as exc:
             log.warning("ignoring the saved rollout state %s: %s", path, exc)
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            log.warning("ignoring the saved rollout state %s: it is not a JSON object", path)
+            return {}
+        return data
 
     def save_rollouts(self) -> None:
         """Persist every model's weights and policy (atomic write), in a worker thread."""
@@ -521,6 +527,35 @@ class ModelHub:
                     log.warning("could not save the rollout state: %s", exc)
 
         asyncio.get_running_loop().run_in_executor(None, write)
+
+
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+#: Run failures that the request's values caused (a well-formed request that passed every check of
+#: the signature): ONNX Runtime reports them with status INVALID_ARGUMENT (an index out of range in
+#: Gather/ScatterND/..., a value a kernel refuses). They are the client's fault: 422, not counted
+#: against a canary. Every other run failure (FAIL, RUNTIME_EXCEPTION, a dead replica, ...) is the
+#: model's or the server's: 500, counted.
+_INPUT_FAULTS = ("INVALID_ARGUMENT",)
+
+
+def _input_faults(
+    infer: Callable[[dict[str, np.ndarray]], Any], name: str
+) -> Callable[[dict[str, np.ndarray]], Any]:
+    """``infer`` with the run failures that the input caused raised as a 422 :class:`ServeError`."""
+
+    async def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return await infer(feeds)
+        except ServeError:
+            raise
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if any(code in message for code in _INPUT_FAULTS):
+                raise ServeError(422, f"{name} refused this input: {message[:500]}") from None
+            raise
+
+    return run
 
 
 def _batchable(package: Package) -> bool:

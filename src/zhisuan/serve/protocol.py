@@ -33,6 +33,9 @@ from zhisuan.serve.datatypes import Datatype
 __all__ = [
     "DATATYPES",
     "HEADER_LENGTH",
+    "MAX_DIM",
+    "MAX_ELEMENTS",
+    "MAX_RANK",
     "InferRequest",
     "RequestedOutput",
     "ServeError",
@@ -47,6 +50,13 @@ __all__ = [
 
 #: The header that says how many leading body bytes are the JSON part (binary extension).
 HEADER_LENGTH = "Inference-Header-Content-Length"
+
+#: Shape limits, checked before any array is made: at most MAX_RANK dimensions, each at most
+#: MAX_DIM, and at most MAX_ELEMENTS elements counting every non-zero dimension (so a zero-element
+#: shape such as ``[0, 2**62]`` is refused too: the model would see its other dimensions).
+MAX_RANK = 32
+MAX_DIM = 2**31 - 1
+MAX_ELEMENTS = 2**31 - 1
 
 #: v2 datatype -> numpy dtype (little-endian). BF16 has no numpy type and is refused.
 DATATYPES: dict[Datatype, np.dtype[Any]] = {
@@ -200,6 +210,9 @@ def decode_infer_request(
         name, datatype, shape, params = _tensor_header(tensor, f"inputs[{i}]")
         if name in inputs:
             raise bad_request(f"input {name!r} appears twice")
+        for unsupported in _SHARED_MEMORY:
+            if unsupported in params:
+                raise bad_request(f"input {name!r}: parameter {unsupported!r} is not supported by this server")
         size = params.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -232,6 +245,9 @@ def decode_infer_request(
     )
 
 
+_SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
 def _parameters(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -258,7 +274,18 @@ def _tensor_header(tensor: Any, where: str) -> tuple[str, Datatype, tuple[int, .
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise bad_request(f"input {name!r} needs 'shape': a list of non-negative integers")
+    _check_shape(shape, name)
     return name, Datatype(datatype), tuple(shape), _parameters(tensor.get("parameters"), f"input {name!r}")
+
+
+def _check_shape(shape: list[int], name: str) -> None:
+    if len(shape) > MAX_RANK:
+        raise bad_request(f"input {name!r} has {len(shape)} dimensions; at most {MAX_RANK} are allowed")
+    if any(d > MAX_DIM for d in shape):
+        raise bad_request(f"input {name!r}: a dimension is larger than {MAX_DIM}")
+    # a non-empty shape has to match its data (which the payload limit bounds); an empty one does not
+    if 0 in shape and math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise bad_request(f"input {name!r}: shape {shape} is larger than {MAX_ELEMENTS} elements")
 
 
 def _count(shape: tuple[int, ...]) -> int:
@@ -296,16 +323,38 @@ def _from_json(data: Any, name: str, datatype: Datatype, shape: tuple[int, ...])
     if arr.dtype.kind not in _JSON_KINDS[target.kind]:
         raise bad_request(f"input {name!r}: 'data' holds {_kind_name(arr.dtype)}, not {datatype}")
     if datatype is Datatype.BYTES:
+        # numpy turns [1, "a"] into two strings and keeps None or {} as objects: check the JSON values
+        items = _flat_json(data)
+        if not all(isinstance(item, str) for item in items):
+            raise bad_request(f"input {name!r}: BYTES 'data' must hold strings only")
         flat = np.empty(count, dtype=object)
-        for i, item in enumerate(arr.reshape(-1).tolist()):
-            flat[i] = item.encode() if isinstance(item, str) else item
+        for i, item in enumerate(items):
+            flat[i] = item.encode()
         return flat.reshape(shape)
     if target.kind in "iu":
         info = np.iinfo(target)
         lo, hi = arr.min(), arr.max()
         if lo < info.min or hi > info.max:
             raise bad_request(f"input {name!r}: a value is out of range for {datatype}")
-    return arr.astype(target, copy=False).reshape(shape)
+    with np.errstate(over="ignore"):  # overflow is refused just below
+        out = arr.astype(target, copy=False).reshape(shape)
+    if target.kind == "f" and target.itemsize < arr.dtype.itemsize and not np.isfinite(out).all():
+        raise bad_request(f"input {name!r}: a value is out of range for {datatype}")  # JSON has no inf
+    return out
+
+
+def _flat_json(data: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
 
 
 def _kind_name(dtype: np.dtype[Any]) -> str:
@@ -320,9 +369,13 @@ def _requested_outputs(value: Any, binary_default: bool) -> tuple[RequestedOutpu
     if not isinstance(value, list):
         raise bad_request("'outputs' must be a list")
     found: list[RequestedOutput] = []
+    names: set[str] = set()
     for i, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise bad_request(f"outputs[{i}] must be an object with a string 'name'")
+        if item["name"] in names:
+            raise bad_request(f"output {item['name'][:100]!r} is requested twice")
+        names.add(item["name"])
         params = _parameters(item.get("parameters"), f"output {item['name']!r}")
         if params.get("classification"):
             raise bad_request("the classification extension is not supported; request the raw output")

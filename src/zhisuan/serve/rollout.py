@@ -22,7 +22,9 @@ from __future__ import annotations
 import bisect
 import enum
 import hashlib
+import math
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 MAX_EVENTS = 200
+#: The largest weight of one version: weights are shares, and their sum must stay finite.
+MAX_WEIGHT = 1e6
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
 
 class RolloutAction(enum.StrEnum):
@@ -84,19 +89,29 @@ class RolloutPolicy(Record):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutPolicy:
+        if not isinstance(data, Mapping):
+            raise UserError("a rollout policy must be an object")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise UserError(f"unknown rollout policy field(s): {', '.join(sorted(unknown))}")
-        try:
-            return cls(
-                max_error_rate=None if data.get("max_error_rate") is None else float(data["max_error_rate"]),
-                max_p99_ms=None if data.get("max_p99_ms") is None else float(data["max_p99_ms"]),
-                window_s=float(data.get("window_s", 60.0)),
-                min_requests=int(data.get("min_requests", 20)),
-            )
-        except (TypeError, ValueError):
-            raise UserError("rollout policy values must be numbers") from None
+            raise UserError(f"unknown rollout policy field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
+        values: dict[str, float | None] = {}
+        for name in known:
+            value = data.get(name)
+            number = None if value is None or isinstance(value, str) else _number(value)
+            if value is not None and number is None:
+                raise UserError(f"rollout policy value {name} must be a number, not {str(value)[:20]}")
+            values[name] = number
+        min_requests = values["min_requests"]
+        if min_requests is not None and min_requests != int(min_requests):
+            raise UserError(f"min requests must be a whole number, not {min_requests:g}")
+        window_s = values["window_s"]
+        return cls(
+            max_error_rate=values["max_error_rate"],
+            max_p99_ms=values["max_p99_ms"],
+            window_s=60.0 if window_s is None else window_s,
+            min_requests=20 if min_requests is None else int(min_requests),
+        )
 
 
 @dataclass(frozen=True)
@@ -134,18 +149,41 @@ def parse_weights(text: str | Mapping[Any, Any]) -> dict[int, float]:
         raise UserError("weights must be a mapping of version to weight")
     weights: dict[int, float] = {}
     for version, weight in pairs:
-        try:
-            v, w = int(version), float(weight)
-        except (TypeError, ValueError):
-            raise UserError(f"bad weight {version}={weight}: the version is an integer, the weight a number") from None
-        if not (w >= 0 and w < float("inf")):
-            raise UserError(f"weight of version {v} must be a finite number >= 0, not {weight}")
+        # versions are written as in the URL ("1", not "01" or "+1"); weights are numbers (not
+        # true), or number strings in the text form
+        v = _version(version)
+        w = _number(weight) if not isinstance(weight, str) or isinstance(text, str) else None
+        if v is None or w is None:
+            raise UserError(
+                f"bad weight {str(version)[:20]}={str(weight)[:20]}: the version is a whole number, the weight a number"
+            )
+        if not 0 <= w <= MAX_WEIGHT:
+            raise UserError(f"weight of version {v} must be a number from 0 to {MAX_WEIGHT:g}, not {str(weight)[:20]}")
         if v in weights:
             raise UserError(f"version {v} is given twice")
         weights[v] = w
     if not weights or sum(weights.values()) <= 0:
         raise UserError("at least one version needs a weight > 0")
     return weights
+
+
+def _version(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 1 else None
+    if isinstance(value, str) and _VERSION.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float: an int or float (not a bool) or a number string, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class _Window:
@@ -395,13 +433,15 @@ class Rollout:
             }
 
     def restore(self, data: Mapping[str, Any]) -> None:
-        """Apply a :meth:`snapshot`; versions that are no longer loaded are dropped."""
-        try:
-            weights = {v: w for v, w in parse_weights(data["weights"]).items() if v in self._versions}
-            stable = {v: w for v, w in parse_weights(data["stable_weights"]).items() if v in self._versions}
-            policy = RolloutPolicy.from_dict(data.get("policy") or {})
-        except (KeyError, UserError):
-            return  # a stale or damaged state file: keep the defaults
+        """Apply a :meth:`snapshot`; versions that are no longer loaded are dropped.
+
+        Raises :class:`UserError` (and changes nothing) when ``data`` is not a snapshot.
+        """
+        if not isinstance(data, Mapping) or "weights" not in data or "stable_weights" not in data:
+            raise UserError("it is not an object with 'weights' and 'stable_weights'")
+        weights = {v: w for v, w in parse_weights(data["weights"]).items() if v in self._versions}
+        stable = {v: w for v, w in parse_weights(data["stable_weights"]).items() if v in self._versions}
+        policy = RolloutPolicy.from_dict(data.get("policy") or {})
         with self._lock:
             if weights and sum(weights.values()) > 0:
                 self._weights = weights

@@ -178,11 +178,11 @@ class Routes:
         self.hub.rollout(model)
         body = await _json_body(request, self.limit)
         version = body.get("version") if isinstance(body, dict) else None
-        try:
-            number = int(version)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ServeError(400, 'expected {"version": N}') from None
-        return _json(self.hub.promote(model, number).status())
+        if isinstance(version, str) and re.fullmatch(r"[1-9][0-9]{0,17}", version):
+            version = int(version)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ServeError(400, 'expected {"version": N}, N a whole version number')
+        return _json(self.hub.promote(model, version).status())
 
     async def rollout_rollback(self, request: Request) -> Response:
         model = request.path_params["model"]
@@ -250,9 +250,10 @@ class InferEndpoint:
         except UserError as exc:  # a check of the package's (pre/post-processing) on this input
             status, error = 400, str(exc)
             payload, content_type = dumps({"error": error}), b"application/json"
-        except Exception as exc:  # a bug: answer, log, keep serving
-            status, error = 500, f"internal error: {type(exc).__name__}: {exc}"
-            log.exception("request %s failed", request_id)
+        except Exception as exc:  # a bug: answer, log one line, keep serving
+            detail = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+            status, error = 500, f"internal error: {type(exc).__name__}: {detail}"
+            log.error("request %s to %s failed: %s", request_id, model[:100], error)
             payload, content_type = dumps({"error": error}), b"application/json"
         if status != 499:
             headers = [
@@ -389,6 +390,8 @@ async def _collect_body(
         raise ServeError(413, f"the decompressed request body exceeds the limit of {limit} bytes")
     if not decoder.eof:
         raise ServeError(400, f"the {encoding} body is truncated")
+    if decoder.unused_data:
+        raise ServeError(400, f"{len(decoder.unused_data)} bytes follow the end of the {encoding} body")
     return data
 
 
