@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -376,10 +377,14 @@ def test_request_logs_are_json_lines_with_the_request_id(client: httpx.Client, s
                 headers={"X-Request-ID": "log-me-1"})
     client.post("/v2/models/mm/versions/2/infer", content=b"{", headers={"X-Request-ID": "log-me-2"})
     log_dir = served.hub.config.logs_path
-    files = list(log_dir.glob("requests-*.jsonl"))
-    assert len(files) == 1
-    lines = [json.loads(line) for line in files[0].read_text().splitlines()]
-    mine = {r["request_id"]: r for r in lines if r["request_id"].startswith("log-me-")}
+    mine: dict[str, Any] = {}
+    deadline = time.monotonic() + 10  # a record is written after its response is sent
+    while len(mine) < 2 and time.monotonic() < deadline:
+        files = list(log_dir.glob("requests-*.jsonl"))
+        assert len(files) == 1
+        lines = [json.loads(line) for line in files[0].read_text().splitlines()]
+        mine = {r["request_id"]: r for r in lines if r["request_id"].startswith("log-me-")}
+        time.sleep(0.05)
     assert set(mine["log-me-1"]) == {"ts", "request_id", "model", "version", "status", "latency_ms", "queue_ms", "batch_size", "error"}
     assert mine["log-me-1"]["status"] == 200 and mine["log-me-1"]["version"] == "2" and mine["log-me-1"]["batch_size"] >= 1
     assert mine["log-me-2"]["status"] == 400 and "malformed JSON" in mine["log-me-2"]["error"]
