@@ -108,3 +108,10 @@ def test_repo_add_list_show_remove(model: Path, tmp_path: Path) -> None:
     weights = tmp_path / "repo" / "scorer" / "2" / "model.onnx"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
     assert_one_line_error(_zhisuan("repo", "show", "scorer", "--version", "2", "--repo", repo), "does not match")
+
+
+def test_a_reserved_model_name_is_a_one_line_error(model: Path, tmp_path: Path) -> None:
+    repo = str(tmp_path / "repo")
+    assert_one_line_error(_zhisuan("repo", "add", str(model), "--repo", repo, "--name", "logs"), "'logs' is reserved")
+    assert_one_line_error(_zhisuan("pack", str(model), "-o", str(tmp_path / "pkg"), "--name", "logs"), "reserved")
+    assert not (tmp_path / "pkg").exists()

@@ -15,11 +15,23 @@ from typing import Any
 from zhisuan.errors import UserError
 from zhisuan.results import Record
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "STICKY_HEADER", "TOKEN_ENV", "Engine", "ServerConfig"]
+__all__ = [
+    "DEFAULT_LOG_DIR",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_ROLLOUT_STATE",
+    "STICKY_HEADER",
+    "TOKEN_ENV",
+    "Engine",
+    "ServerConfig",
+]
 
 TOKEN_ENV = "ZHISUAN_TOKEN"
 STICKY_HEADER = "X-Zhisuan-Sticky"
 DEFAULT_MAX_PAYLOAD_BYTES = 64 << 20  # 64 MiB: a batch of 64 224x224 fp32 images is ~38 MiB
+# What the server keeps under the repository root unless told otherwise. Model names may not take
+# these (zhisuan.serve.package.RESERVED_NAMES): a model would share the folder with server state.
+DEFAULT_LOG_DIR = "logs"
+DEFAULT_ROLLOUT_STATE = ".rollouts.json"
 
 
 class Engine(enum.StrEnum):
@@ -96,11 +108,11 @@ class ServerConfig(Record):
 
     @property
     def logs_path(self) -> Path:
-        return self.log_dir if self.log_dir is not None else self.repo / "logs"
+        return self.log_dir if self.log_dir is not None else self.repo / DEFAULT_LOG_DIR
 
     @property
     def rollout_state_path(self) -> Path:
-        return self.rollout_state if self.rollout_state is not None else self.repo / ".rollouts.json"
+        return self.rollout_state if self.rollout_state is not None else self.repo / DEFAULT_ROLLOUT_STATE
 
     @property
     def batches_in_flight(self) -> int:
