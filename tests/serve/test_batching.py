@@ -286,3 +286,11 @@ def test_a_drain_that_runs_out_of_time_answers_the_rest_503() -> None:
         assert all(e.status == 503 and "shutting down" in str(e) for e in late)
 
     run(main)
+
+
+def test_policy_values_are_bounded() -> None:
+    for bad in ({"max_batch_size": 10**20}, {"max_queue_delay_ms": float("inf")}, {"max_queue_size": 10**20},
+                {"concurrency": 10**9}, {"timeout_s": float("inf")}, {"timeout_s": float("nan")}):
+        with pytest.raises(UserError, match="must be") as exc:
+            BatchPolicy(**bad)
+        assert "\n" not in str(exc.value) and len(str(exc.value)) < 200

@@ -32,6 +32,13 @@ import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.results import Record
+from zhisuan.serve.config import (
+    MAX_BATCH_SIZE,
+    MAX_CONCURRENCY,
+    MAX_QUEUE_DELAY_MS,
+    MAX_QUEUE_SIZE,
+    MAX_REQUEST_TIMEOUT_S,
+)
 from zhisuan.serve.protocol import ServeError
 
 __all__ = ["BatchPolicy", "BatchResult", "BatchStats", "DynamicBatcher"]
@@ -52,16 +59,16 @@ class BatchPolicy(Record):
     timeout_s: float = 30.0  # from enqueue to result
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 0:
-            raise UserError(f"max batch size must be >= 0, not {self.max_batch_size}")
-        if not self.max_queue_delay_ms >= 0:
-            raise UserError(f"max queue delay must be >= 0 ms, not {self.max_queue_delay_ms}")
-        if self.max_queue_size < 1:
-            raise UserError(f"max queue size must be >= 1, not {self.max_queue_size}")
-        if self.concurrency < 1:
-            raise UserError(f"concurrency must be >= 1, not {self.concurrency}")
-        if not self.timeout_s > 0:
-            raise UserError(f"request timeout must be > 0 s, not {self.timeout_s}")
+        if not 0 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise UserError(f"max batch size must be 0..{MAX_BATCH_SIZE}, not {self.max_batch_size}")
+        if not 0 <= self.max_queue_delay_ms <= MAX_QUEUE_DELAY_MS:
+            raise UserError(f"max queue delay must be 0..{MAX_QUEUE_DELAY_MS} ms, not {self.max_queue_delay_ms}")
+        if not 1 <= self.max_queue_size <= MAX_QUEUE_SIZE:
+            raise UserError(f"max queue size must be 1..{MAX_QUEUE_SIZE}, not {self.max_queue_size}")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise UserError(f"concurrency must be 1..{MAX_CONCURRENCY}, not {self.concurrency}")
+        if not 0 < self.timeout_s <= MAX_REQUEST_TIMEOUT_S:
+            raise UserError(f"request timeout must be > 0 and <= {MAX_REQUEST_TIMEOUT_S:g} s, not {self.timeout_s}")
 
 
 @dataclass(frozen=True)

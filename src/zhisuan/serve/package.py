@@ -44,7 +44,7 @@ from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record
 from zhisuan.runtime.base import UNKNOWN_DTYPE, TensorSpec
 from zhisuan.serve import processing
-from zhisuan.serve.config import DEFAULT_LOG_DIR
+from zhisuan.serve.config import DEFAULT_LOG_DIR, MAX_BATCH_SIZE, MAX_QUEUE_DELAY_MS
 from zhisuan.serve.datatypes import V2_TO_NUMPY, Datatype
 from zhisuan.serve.processing import Sig
 
@@ -158,11 +158,12 @@ class BatchingConfig(Record):
     preferred_batch_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
-            raise UserError(f"max batch size must be an integer >= 1, got {self.max_batch_size!r}")
+        size = self.max_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
+            raise UserError(f"max batch size must be an integer >= 1 and <= {MAX_BATCH_SIZE}, got {size!r}")
         delay = self.max_queue_delay_ms
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 60_000:
-            raise UserError(f"max queue delay must be 0..60000 ms, got {delay!r}")
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_QUEUE_DELAY_MS:
+            raise UserError(f"max queue delay must be 0..{MAX_QUEUE_DELAY_MS} ms, got {delay!r}")
         for size in self.preferred_batch_sizes:
             if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= self.max_batch_size:
                 raise UserError(
