@@ -59,6 +59,8 @@ def test_pack_json_and_table(model: Path, tmp_path: Path) -> None:
         (["--preprocess", "[{bad json"], "--preprocess: not valid JSON"),
         (["--postprocess", '[{"op": "explode", "output": "scores"}]'], "unknown op 'explode'"),
         (["--max-batch", "0"], "max batch size must be an integer >= 1"),
+        (["--max-batch", str(10**20)], "max batch size must be an integer >= 1 and <= 65536"),
+        (["--max-delay-ms", "inf"], "max queue delay must be 0..60000 ms"),
         (["--runtime", "torch"], "cannot load onnx"),
         (["--metadata", "[1]"], "--metadata must be a JSON object"),
     ],
@@ -108,3 +110,17 @@ def test_repo_add_list_show_remove(model: Path, tmp_path: Path) -> None:
     weights = tmp_path / "repo" / "scorer" / "2" / "model.onnx"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
     assert_one_line_error(_zhisuan("repo", "show", "scorer", "--version", "2", "--repo", repo), "does not match")
+
+
+def test_a_reserved_model_name_is_a_one_line_error(model: Path, tmp_path: Path) -> None:
+    repo = str(tmp_path / "repo")
+    assert_one_line_error(_zhisuan("repo", "add", str(model), "--repo", repo, "--name", "logs"), "'logs' is reserved")
+    assert_one_line_error(_zhisuan("pack", str(model), "-o", str(tmp_path / "pkg"), "--name", "logs"), "reserved")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_repo_add_bounds_the_batching_values(model: Path, tmp_path: Path) -> None:
+    repo = str(tmp_path / "repo")
+    proc = _zhisuan("repo", "add", str(model), "--repo", repo, "--name", "m", "--max-batch", str(10**20))
+    assert_one_line_error(proc, "max batch size must be an integer >= 1 and <= 65536")
+    assert _zhisuan("repo", "list", "--repo", repo, "--json").stdout.strip() in ("[]", "")

@@ -223,3 +223,74 @@ def test_policy_validation() -> None:
         with pytest.raises(UserError):
             BatchPolicy(**bad)
     assert BatchPolicy().to_dict()["max_batch_size"] == 8
+
+
+def test_close_while_a_batch_is_filling_finishes_every_accepted_request() -> None:
+    async def main() -> None:
+        model = FakeModel(delay_s=0.02)
+        # a long queue delay: at close the dispatcher holds a batch that is still filling
+        batcher, _ = await _started(model, max_batch_size=64, max_queue_delay_ms=2000, timeout_s=10)
+        tasks = [asyncio.create_task(batcher.submit({"x": np.full((1, 2), i, np.float32)})) for i in range(40)]
+        await asyncio.sleep(0.05)
+        assert batcher.depth == 0  # every request is in the filling batch, none in the queue
+        started = time.perf_counter()
+        await batcher.close(drain_s=5)
+        assert time.perf_counter() - started < 1.0  # closing dispatches at once, without the queue delay
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert [float(r.outputs["y"][0, 0]) for r in results] == [2.0 * i for i in range(40)]  # type: ignore[union-attr]
+        with pytest.raises(ServeError, match="not accepting requests") as exc:
+            await batcher.submit({"x": np.ones((1, 2), np.float32)})
+        assert exc.value.status == 503
+
+    run(main)
+
+
+def test_close_under_load_answers_every_accepted_request_and_refuses_the_rest() -> None:
+    """20 clients send 10 requests each; the batcher closes midway (as an unload does)."""
+
+    async def main() -> None:
+        model = FakeModel(delay_s=0.01)
+        batcher, _ = await _started(model, max_batch_size=8, max_queue_delay_ms=30, concurrency=2, timeout_s=10)
+        answered: list[Any] = []
+
+        async def client(c: int) -> None:
+            for i in range(10):
+                try:
+                    answered.append(await batcher.submit({"x": np.full((1, 2), c * 100 + i, np.float32)}))
+                except ServeError as exc:
+                    answered.append(exc)
+
+        clients = [asyncio.create_task(client(c)) for c in range(20)]
+        while len(answered) < 50:
+            await asyncio.sleep(0.001)
+        await batcher.close(drain_s=5)
+        await asyncio.wait_for(asyncio.gather(*clients), 5)  # nobody waits for a 504
+        errors = [r for r in answered if isinstance(r, ServeError)]
+        assert len(answered) == 200 and len(errors) <= 200 - 50
+        assert all(e.status == 503 and "not accepting requests" in str(e) for e in errors)  # refused, not dropped
+
+    run(main)
+
+
+def test_a_drain_that_runs_out_of_time_answers_the_rest_503() -> None:
+    async def main() -> None:
+        model = FakeModel(delay_s=0.2)
+        batcher, _ = await _started(model, max_batch_size=1, timeout_s=10)
+        tasks = [asyncio.create_task(batcher.submit({"x": np.ones((1, 2), np.float32)})) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        await batcher.close(drain_s=0.3)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1)
+        done = [r for r in results if not isinstance(r, BaseException)]
+        late = [r for r in results if isinstance(r, ServeError)]
+        assert len(done) + len(late) == 5 and 1 <= len(done) <= 2
+        assert all(e.status == 503 and "shutting down" in str(e) for e in late)
+
+    run(main)
+
+
+def test_policy_values_are_bounded() -> None:
+    for bad in ({"max_batch_size": 10**20}, {"max_queue_delay_ms": float("inf")}, {"max_queue_size": 10**20},
+                {"concurrency": 10**9}, {"timeout_s": float("inf")}, {"timeout_s": float("nan")}):
+        with pytest.raises(UserError, match="must be") as exc:
+            BatchPolicy(**bad)
+        assert "\n" not in str(exc.value) and len(str(exc.value)) < 200

@@ -335,3 +335,14 @@ def test_tensor_sigs_are_runtime_tensor_specs_with_v2_datatypes(tmp_path: Path) 
     assert inputs == [TensorSig("x", "BYTES", (-1,))]
     assert outputs[0].datatype is Datatype.BYTES and len(outputs[0].shape) == 1  # shape inference gave the rank
     assert facts["opsets"] == {"ai.onnx": 17} and facts["external_data"] == []
+
+
+def test_batching_values_are_bounded() -> None:
+    from zhisuan.serve.config import MAX_BATCH_SIZE
+
+    assert BatchingConfig(max_batch_size=MAX_BATCH_SIZE).max_batch_size == MAX_BATCH_SIZE
+    for bad in ({"max_batch_size": 10**20}, {"max_batch_size": MAX_BATCH_SIZE + 1},
+                {"max_queue_delay_ms": float("inf")}, {"max_queue_delay_ms": float("nan")}):
+        with pytest.raises(UserError, match=r"max batch size|max queue delay") as exc:
+            BatchingConfig(**bad)
+        assert "\n" not in str(exc.value) and len(str(exc.value)) < 200

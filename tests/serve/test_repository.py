@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,46 @@ def test_a_live_process_staging_dir_is_kept(tmp_path: Path) -> None:
     dead.mkdir()
     removed = Repository(root).cleanup()
     assert mine.is_dir() and not dead.exists() and removed == []
+
+
+def test_the_names_the_server_keeps_under_the_root_are_not_model_names(tiny: Path, tmp_path: Path) -> None:
+    from zhisuan.serve.config import ServerConfig
+    from zhisuan.serve.repository import _LOCK
+
+    root = tmp_path / "repo"
+    repo = Repository(root)
+    config = ServerConfig(repo=root)
+    kept = [config.logs_path.name, config.rollout_state_path.name, _LOCK, repo._new_dir("tmp").name,
+            repo._new_dir("trash").name]
+    for name in {*kept, "LOGS", "Logs"}:  # also the case-folded forms a case-insensitive disk would merge
+        with pytest.raises(UserError, match=r"reserved|bad model name"):
+            repo.add(tiny, name=name)
+        with pytest.raises(UserError, match=r"reserved|bad model name"):
+            package_mod.pack(tiny, tmp_path / "pkg", name=name)
+    with pytest.raises(UserError, match="'logs' is reserved: the server keeps its request logs"):
+        repo.add(tiny, name="logs")
+    logs_onnx = tmp_path / "logs.onnx"  # the default name (from the file) is checked too
+    logs_onnx.write_bytes(tiny.read_bytes())
+    with pytest.raises(UserError, match="reserved"):
+        package_mod.pack(logs_onnx, tmp_path / "pkg")
+    assert repo.names() == [] and not (tmp_path / "pkg").exists()
+
+
+def test_removing_a_model_keeps_what_the_repository_does_not_own(tiny: Path, tmp_path: Path) -> None:
+    """A repository made before 'logs' was reserved: the model 'logs' shares the request-log folder."""
+    from zhisuan.serve.logs import RequestLog, query_logs
+
+    root = tmp_path / "repo"
+    repo = Repository(root)
+    repo.add(tiny, name="old")
+    repo.add(tiny, name="old")
+    (root / "old").rename(root / "logs")
+    log = RequestLog(root / "logs")
+    log.write({"request_id": "r1", "model": "m", "status": 200})
+    log.close()
+    assert repo.versions("logs") == [1, 2]
+    assert repo.remove("logs", 1) == [1]
+    assert repo.remove("logs") == [2]
+    assert repo.names() == [] and repo.versions("logs") == []
+    assert [r["request_id"] for r in query_logs(root / "logs").records] == ["r1"]
+    assert [p.name for p in (root / "logs").iterdir()] == [log.path_for(datetime.now(UTC)).name]

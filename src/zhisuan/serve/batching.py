@@ -8,7 +8,8 @@ in flight at once; while they are, new requests keep queueing and the next batch
 what keeps a busy server efficient. Results are split back by row offsets.
 
 A full queue raises :class:`~zhisuan.serve.protocol.ServeError` 429 with ``Retry-After``; a
-closed batcher 503; a request that waits longer than ``timeout_s`` 504. When a batch of several
+closed batcher 503; a request that waits longer than ``timeout_s`` 504. :meth:`DynamicBatcher.close`
+(unload, version removal, shutdown) refuses new requests but runs every accepted one to the end. When a batch of several
 requests fails, each request is re-run alone so that one poisonous input fails only itself.
 
 >>> batcher = DynamicBatcher(executor.infer, BatchPolicy(max_batch_size=8))  # doctest: +SKIP
@@ -31,6 +32,13 @@ import numpy as np
 
 from zhisuan.errors import UserError
 from zhisuan.results import Record
+from zhisuan.serve.config import (
+    MAX_BATCH_SIZE,
+    MAX_CONCURRENCY,
+    MAX_QUEUE_DELAY_MS,
+    MAX_QUEUE_SIZE,
+    MAX_REQUEST_TIMEOUT_S,
+)
 from zhisuan.serve.protocol import ServeError
 
 __all__ = ["BatchPolicy", "BatchResult", "BatchStats", "DynamicBatcher"]
@@ -51,16 +59,16 @@ class BatchPolicy(Record):
     timeout_s: float = 30.0  # from enqueue to result
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 0:
-            raise UserError(f"max batch size must be >= 0, not {self.max_batch_size}")
-        if not self.max_queue_delay_ms >= 0:
-            raise UserError(f"max queue delay must be >= 0 ms, not {self.max_queue_delay_ms}")
-        if self.max_queue_size < 1:
-            raise UserError(f"max queue size must be >= 1, not {self.max_queue_size}")
-        if self.concurrency < 1:
-            raise UserError(f"concurrency must be >= 1, not {self.concurrency}")
-        if not self.timeout_s > 0:
-            raise UserError(f"request timeout must be > 0 s, not {self.timeout_s}")
+        if not 0 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise UserError(f"max batch size must be 0..{MAX_BATCH_SIZE}, not {self.max_batch_size}")
+        if not 0 <= self.max_queue_delay_ms <= MAX_QUEUE_DELAY_MS:
+            raise UserError(f"max queue delay must be 0..{MAX_QUEUE_DELAY_MS} ms, not {self.max_queue_delay_ms}")
+        if not 1 <= self.max_queue_size <= MAX_QUEUE_SIZE:
+            raise UserError(f"max queue size must be 1..{MAX_QUEUE_SIZE}, not {self.max_queue_size}")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise UserError(f"concurrency must be 1..{MAX_CONCURRENCY}, not {self.concurrency}")
+        if not 0 < self.timeout_s <= MAX_REQUEST_TIMEOUT_S:
+            raise UserError(f"request timeout must be > 0 and <= {MAX_REQUEST_TIMEOUT_S:g} s, not {self.timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,11 @@ class DynamicBatcher:
         self._slots: asyncio.Semaphore | None = None
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        # Every accepted request until its future is done (queued, in a filling batch or running):
+        # what close() waits for, so that no accepted request is dropped.
+        self._accepted: set[_Item] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._closed = False
         self.batches = 0  # batches executed (for tests and status)
 
@@ -133,19 +146,29 @@ class DynamicBatcher:
             self._slots = asyncio.Semaphore(self.policy.concurrency)
             self._task = asyncio.create_task(self._dispatch_loop(), name=f"batcher-{self._name}")
 
-    async def close(self, *, drain_s: float = 5.0) -> None:
-        """Refuse new requests, let queued and running ones finish (up to ``drain_s``), stop."""
+    async def close(self, *, drain_s: float | None = None) -> None:
+        """Refuse new requests (503), finish every accepted one, then stop.
+
+        Accepted requests, queued or in a batch still filling, run to completion: the filling
+        batch is dispatched at once (no request can join it any more). Whatever is still
+        unanswered after ``drain_s`` (default: the request timeout) is answered 503.
+        """
         self._closed = True
-        deadline = self._clock() + drain_s
-        while (self._depth or self._running) and self._clock() < deadline:
-            await asyncio.sleep(0.01)
+        if self._arrived is not None:
+            self._arrived.set()  # wake a dispatcher that is waiting for more rows
+        deadline = self._clock() + (self.policy.timeout_s if drain_s is None else drain_s)
+        if self._accepted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - self._clock()))
+        if self._running:  # batches whose requests all gave up still hold the executor
+            await asyncio.wait(set(self._running), timeout=max(0.0, deadline - self._clock()))
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for item in self._drain():
-            if not item.future.done():
-                item.future.set_exception(ServeError(503, f"{self._name} is shutting down"))
+        self._drain()
+        for item in list(self._accepted):
+            _fail(item, ServeError(503, f"{self._name} is shutting down; the request did not finish in time"))
 
     @property
     def depth(self) -> int:
@@ -180,6 +203,9 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         item = _Item(feeds, rows, _shape_key(feeds), next(self._seq), self._clock(), loop.create_future())
+        self._accepted.add(item)
+        self._idle.clear()
+        item.future.add_done_callback(lambda _: self._settled(item))
         self._queues.setdefault(item.key, deque()).append(item)
         self._depth += 1
         assert self._arrived is not None
@@ -193,6 +219,11 @@ class DynamicBatcher:
             raise
         finally:
             timer.cancel()
+
+    def _settled(self, item: _Item) -> None:
+        self._accepted.discard(item)
+        if not self._accepted:
+            self._idle.set()
 
     def _expire(self, item: _Item) -> None:
         if not item.future.done():
@@ -254,8 +285,8 @@ class DynamicBatcher:
                 queue = self._queues.get(first.key)
             if rows >= self._max_rows or (queue and rows + queue[0].rows > self._max_rows):
                 break  # full, or the next compatible request would overflow it
-            if rows in preferred:
-                break
+            if rows in preferred or self._closed:
+                break  # closed: nothing more can join, so do not wait for the delay
             remaining = deadline - self._clock()
             if remaining <= 0:
                 break

@@ -15,11 +15,35 @@ from typing import Any
 from zhisuan.errors import UserError
 from zhisuan.results import Record
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "STICKY_HEADER", "TOKEN_ENV", "Engine", "ServerConfig"]
+__all__ = [
+    "DEFAULT_LOG_DIR",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_ROLLOUT_STATE",
+    "MAX_BATCH_SIZE",
+    "MAX_CONCURRENCY",
+    "MAX_QUEUE_DELAY_MS",
+    "MAX_QUEUE_SIZE",
+    "MAX_REQUEST_TIMEOUT_S",
+    "STICKY_HEADER",
+    "TOKEN_ENV",
+    "Engine",
+    "ServerConfig",
+]
 
 TOKEN_ENV = "ZHISUAN_TOKEN"
 STICKY_HEADER = "X-Zhisuan-Sticky"
 DEFAULT_MAX_PAYLOAD_BYTES = 64 << 20  # 64 MiB: a batch of 64 224x224 fp32 images is ~38 MiB
+# What the server keeps under the repository root unless told otherwise. Model names may not take
+# these (zhisuan.serve.package.RESERVED_NAMES): a model would share the folder with server state.
+DEFAULT_LOG_DIR = "logs"
+DEFAULT_ROLLOUT_STATE = ".rollouts.json"
+# Upper bounds of the batching values (packages, the server's options, each version's policy):
+# far above any real use, low enough that a typo (10**20) is an error, not a queue that never fills.
+MAX_BATCH_SIZE = 1 << 16  # rows per batch
+MAX_QUEUE_DELAY_MS = 60_000
+MAX_QUEUE_SIZE = 1 << 20  # waiting requests per model version
+MAX_CONCURRENCY = 1024  # batches in flight per model version
+MAX_REQUEST_TIMEOUT_S = 86_400.0
 
 
 class Engine(enum.StrEnum):
@@ -71,16 +95,18 @@ class ServerConfig(Record):
         object.__setattr__(self, "engine", Engine(self.engine))
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be >= 1, not {self.threads}")
-        if self.max_batch_size is not None and self.max_batch_size < 1:
-            raise UserError(f"--max-batch must be >= 1, not {self.max_batch_size}")
-        if self.max_queue_delay_ms is not None and not 0 <= self.max_queue_delay_ms <= 60_000:
-            raise UserError(f"--max-delay-ms must be 0..60000, not {self.max_queue_delay_ms}")
-        if self.max_queue_size < 1:
-            raise UserError(f"the queue size must be >= 1, not {self.max_queue_size}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise UserError(f"--concurrency must be >= 1, not {self.concurrency}")
-        if not self.request_timeout_s > 0:
-            raise UserError(f"the request timeout must be > 0 s, not {self.request_timeout_s}")
+        if self.max_batch_size is not None and not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise UserError(f"--max-batch must be 1..{MAX_BATCH_SIZE}, not {self.max_batch_size}")
+        if self.max_queue_delay_ms is not None and not 0 <= self.max_queue_delay_ms <= MAX_QUEUE_DELAY_MS:
+            raise UserError(f"--max-delay-ms must be 0..{MAX_QUEUE_DELAY_MS}, not {self.max_queue_delay_ms}")
+        if not 1 <= self.max_queue_size <= MAX_QUEUE_SIZE:
+            raise UserError(f"the queue size must be 1..{MAX_QUEUE_SIZE}, not {self.max_queue_size}")
+        if self.concurrency is not None and not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise UserError(f"--concurrency must be 1..{MAX_CONCURRENCY}, not {self.concurrency}")
+        if not 0 < self.request_timeout_s <= MAX_REQUEST_TIMEOUT_S:
+            raise UserError(
+                f"the request timeout must be > 0 and <= {MAX_REQUEST_TIMEOUT_S:g} s, not {self.request_timeout_s}"
+            )
         if self.max_payload_bytes < 1024:
             raise UserError(f"the payload limit must be >= 1024 bytes, not {self.max_payload_bytes}")
         if self.token is not None and len(self.token) < 8:
@@ -96,11 +122,11 @@ class ServerConfig(Record):
 
     @property
     def logs_path(self) -> Path:
-        return self.log_dir if self.log_dir is not None else self.repo / "logs"
+        return self.log_dir if self.log_dir is not None else self.repo / DEFAULT_LOG_DIR
 
     @property
     def rollout_state_path(self) -> Path:
-        return self.rollout_state if self.rollout_state is not None else self.repo / ".rollouts.json"
+        return self.rollout_state if self.rollout_state is not None else self.repo / DEFAULT_ROLLOUT_STATE
 
     @property
     def batches_in_flight(self) -> int:

@@ -44,6 +44,7 @@ from zhisuan.progress import Progress, no_progress
 from zhisuan.results import Record
 from zhisuan.runtime.base import UNKNOWN_DTYPE, TensorSpec
 from zhisuan.serve import processing
+from zhisuan.serve.config import DEFAULT_LOG_DIR, MAX_BATCH_SIZE, MAX_QUEUE_DELAY_MS
 from zhisuan.serve.datatypes import V2_TO_NUMPY, Datatype
 from zhisuan.serve.processing import Sig
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "MANIFEST",
+    "RESERVED_NAMES",
     "SCHEMA",
     "BatchingConfig",
     "Package",
@@ -79,6 +81,10 @@ FORMATS = tuple(PackageFormat)
 _DEFAULT_RUNTIME = {PackageFormat.ONNX: "onnxruntime", PackageFormat.OPENVINO: "openvino"}
 _RUNTIMES = {PackageFormat.ONNX: ("onnxruntime", "openvino", "tensorrt"), PackageFormat.OPENVINO: ("openvino",)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Names the server keeps under a repository root beside the models: a model of that name would
+# share the folder, and removing the model would delete the server's state. The repository's own
+# entries (.lock, .tmp-*, .trash-*) and the rollout state start with '.', which no model name can.
+RESERVED_NAMES = {DEFAULT_LOG_DIR: "the server keeps its request logs in REPO/logs"}
 _MAX_MANIFEST_BYTES = 16 << 20
 # Formats that run code when loaded (pickle and what wraps it); zhisuan never loads them.
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".sav", ".dill", ".npy", ".npz", ".mar")
@@ -152,11 +158,12 @@ class BatchingConfig(Record):
     preferred_batch_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
-            raise UserError(f"max batch size must be an integer >= 1, got {self.max_batch_size!r}")
+        size = self.max_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
+            raise UserError(f"max batch size must be an integer >= 1 and <= {MAX_BATCH_SIZE}, got {size!r}")
         delay = self.max_queue_delay_ms
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 60_000:
-            raise UserError(f"max queue delay must be 0..60000 ms, got {delay!r}")
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_QUEUE_DELAY_MS:
+            raise UserError(f"max queue delay must be 0..{MAX_QUEUE_DELAY_MS} ms, got {delay!r}")
         for size in self.preferred_batch_sizes:
             if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= self.max_batch_size:
                 raise UserError(
@@ -260,6 +267,16 @@ def _check_name(name: Any) -> str:
         raise UserError(
             f"bad model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
+    return name
+
+
+def _check_new_name(name: Any) -> str:
+    """A name for a new package: well formed and none of the server's own (compared case-folded,
+    as a case-insensitive disk would). Existing packages are read with :func:`_check_name` only."""
+    _check_name(name)
+    why = RESERVED_NAMES.get(name.casefold())
+    if why is not None:
+        raise UserError(f"the model name {name!r} is reserved: {why}; choose another name")
     return name
 
 
@@ -755,7 +772,7 @@ def stage_package(
     from zhisuan import __version__
 
     source = _resolve_source(model, progress)
-    name = _check_name(name if name is not None else (source.zoo_name or _default_name(source.path)))
+    name = _check_new_name(name if name is not None else (source.zoo_name or _default_name(source.path)))
     runtime = runtime or _DEFAULT_RUNTIME[source.format]
     if runtime not in _RUNTIMES[source.format]:
         raise UserError(f"runtime {runtime!r} cannot load {source.format}; use {' or '.join(_RUNTIMES[source.format])}")

@@ -5,7 +5,10 @@ last, and the directory is renamed into place; removal renames to ``ROOT/.trash-
 first. A crash therefore never leaves a half package where :meth:`Repository.list` or the server
 looks, and the leftovers of a dead process are deleted the next time the repository is opened.
 Version numbers are given out under an exclusive lock (``ROOT/.lock``, ``flock``), so concurrent
-adds of the same name get distinct versions.
+adds of the same name get distinct versions. The server keeps its own state beside the models
+(``ROOT/logs``, ``ROOT/.rollouts.json``), so those names are not model names
+(:data:`~zhisuan.serve.package.RESERVED_NAMES`), and removing a model removes only its version
+directories, never other files in its folder.
 
 >>> repo = Repository("models")  # doctest: +SKIP
 >>> repo.add("efficientnet-lite0", name="effnet").version  # doctest: +SKIP
@@ -32,6 +35,7 @@ from zhisuan.serve.package import (
     MANIFEST,
     Package,
     _check_name,
+    _check_new_name,
     _check_version,
     _fsync_dir,
     load_package,
@@ -185,7 +189,7 @@ class Repository:
         ``batching``, ``preprocess``, ``postprocess``, ``metadata``, ``zoo_defaults``).
         ``progress`` is told what is being done. An existing version is replaced only with ``force``.
         """
-        _check_name(name)
+        _check_new_name(name)
         if version is not None:
             _check_version(version)
             if not force and version in self.versions(name):
@@ -229,12 +233,18 @@ class Repository:
             versions = self.versions(name)
             if version is None:
                 self._resolve(name, None)
-                removed, source = versions, self.root / name
+                removed = versions
             else:
-                removed, source = [self._resolve(name, version)], self.path(name, version)
-            trash = self._new_dir("trash")
-            os.rename(source, trash / "old")  # gone from listings in one step
+                removed = [self._resolve(name, version)]
             folder = self.root / name
+            owned = {str(v) for v in removed}
+            if version is None and all(p.name in owned for p in folder.iterdir()):
+                sources = [folder]  # gone from listings in one step
+            else:  # the folder holds more (e.g. request logs of a --log-dir there): remove only the versions
+                sources = [folder / v for v in sorted(owned)]
+            trash = self._new_dir("trash")
+            for i, source in enumerate(sources):
+                os.rename(source, trash / str(i))
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
             _fsync_dir(self.root)
