@@ -218,6 +218,8 @@ def test_wire_format_round_trip_without_pickle() -> None:
         "h": np.array([1.5], dtype=np.float16),
         "empty": np.zeros((0, 5), dtype=np.uint8),
         "s": np.array([[b"ab", b""], [b"\x00\xff", "z\u00e9".encode()]], dtype=object),
+        "t": np.array([["ab", ""], ["z\u00e9", "\u4e2d"]], dtype=object),  # text stays str (ONNX strings)
+        "u": np.array(["x", "yz"]),
         "scalar": np.array(7, dtype=np.int32),
         "be": np.array([1.0, 2.0], dtype=">f8"),
     }
@@ -225,8 +227,9 @@ def test_wire_format_round_trip_without_pickle() -> None:
     assert header["id"] == 3
     for name, value in tensors.items():
         assert out[name].shape == value.shape
-        if name == "s":
-            assert out[name].tolist() == value.tolist()
+        if name in ("s", "t", "u"):
+            assert out[name].dtype == object and out[name].tolist() == value.tolist()
+            assert all(isinstance(a, str) == isinstance(b, str) for a, b in zip(out[name].flat, value.flat, strict=True))
         else:
             np.testing.assert_array_equal(out[name], value)
             assert out[name].dtype == value.dtype.newbyteorder("=")
@@ -239,6 +242,9 @@ def test_wire_format_round_trip_without_pickle() -> None:
     for broken in (message[:-1], message + b"\x00", message[:3], b"\xff\xff\xff\x7f" + message[4:]):
         with pytest.raises(ValueError):
             unframe(broken)
+    text = frame({}, {"t": np.array(["ok"], dtype=object)})
+    with pytest.raises(ValueError):  # text that is not UTF-8
+        unframe(text.replace(b"ok", b"\xff\xfe"))
     evil = json.dumps({"tensors": [{"name": "x", "dtype": "object", "shape": [1], "nbytes": 8}]}).encode()
     with pytest.raises(ValueError, match="bad tensor description"):
         unframe(len(evil).to_bytes(4, "little") + evil + b"\x80\x04N." + b"\x00" * 4)

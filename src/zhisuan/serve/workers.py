@@ -3,7 +3,8 @@
 Each replica is a fresh interpreter (:mod:`zhisuan.serve.children.workers_replica`) that loads
 the package itself (checksums verified in the worker) and runs one batch at a time. The parent talks to it over a
 pipe with a small framing of its own: a JSON header naming each tensor's dtype and shape, then
-each tensor's raw bytes, received straight into a numpy array. Nothing that travels is pickled,
+each tensor's raw bytes, received straight into a numpy array (string tensors element by element,
+``str`` elements coming back as ``str`` and ``bytes`` as ``bytes``). Nothing that travels is pickled,
 so no request-derived data is ever unpickled. Jobs wait in one shared queue, so an idle replica
 takes the next batch (least-loaded by construction).
 
@@ -61,6 +62,9 @@ _NUMERIC = frozenset({
     "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
     "float16", "float32", "float64",
 })
+# element-wise tensors: raw bytes elements, and UTF-8 text elements that come back as str
+_BYTES, _TEXT = "bytes", "text"
+_VARIABLE = frozenset({_BYTES, _TEXT})
 
 
 class ReplicaError(ZhisuanError):
@@ -72,14 +76,18 @@ class ReplicaError(ZhisuanError):
 
 def _describe(name: str, array: np.ndarray) -> tuple[dict[str, Any], Any]:
     if array.dtype.kind in ("O", "S", "U"):
-        # BYTES: each element as a 4-byte little-endian length and its bytes (as the v2 protocol does)
+        # Each element as a 4-byte little-endian length and its bytes (as the v2 protocol does). Text
+        # stays text: ONNX string tensors are str, and a runtime given bytes would keep their repr.
+        flat = array.reshape(-1)
+        text = array.dtype.kind == "U" or (array.dtype.kind == "O" and all(isinstance(i, str) for i in flat))
         parts = []
-        for item in array.reshape(-1):
+        for item in flat:
             data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
             parts.append(struct.pack("<I", len(data)))
             parts.append(data)
         payload = b"".join(parts)
-        return {"name": name, "dtype": "bytes", "shape": list(array.shape), "nbytes": len(payload)}, payload
+        dtype = _TEXT if text else _BYTES
+        return {"name": name, "dtype": dtype, "shape": list(array.shape), "nbytes": len(payload)}, payload
     if array.dtype.name not in _NUMERIC:
         raise UserError(f"tensor {name!r} has dtype {array.dtype.name}, which replicas cannot exchange")
     if not array.dtype.isnative:
@@ -99,15 +107,16 @@ def _check_description(desc: Any) -> tuple[str, str, tuple[int, ...], int]:
     if not isinstance(desc, dict) or not set(desc) <= {"name", "dtype", "shape", "nbytes", "offset"}:
         raise ValueError("tensor description is not an object of name, dtype, shape, nbytes (offset)")
     name, dtype, shape, nbytes = desc.get("name"), desc.get("dtype"), desc.get("shape"), desc.get("nbytes")
-    if not isinstance(name, str) or dtype not in (*_NUMERIC, "bytes") or not isinstance(shape, list) \
+    if not isinstance(name, str) or dtype not in _NUMERIC | _VARIABLE or not isinstance(shape, list) \
             or not all(isinstance(d, int) and d >= 0 for d in shape) or not isinstance(nbytes, int) or nbytes < 0:
         raise ValueError(f"bad tensor description {desc!r}")
-    if dtype != "bytes" and nbytes != int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize:
+    if dtype not in _VARIABLE and nbytes != int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize:
         raise ValueError(f"tensor {name!r}: {nbytes} bytes do not fit {dtype} {shape}")
     return name, dtype, tuple(shape), nbytes
 
 
-def _decode_bytes(payload: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_bytes(payload: bytes | memoryview, shape: tuple[int, ...], *, text: bool = False) -> np.ndarray:
+    """An object array of the elements of ``payload``: ``bytes``, or ``str`` when ``text``."""
     count = int(np.prod(shape, dtype=np.int64))
     out = np.empty(count, dtype=object)
     view, offset = memoryview(payload), 0
@@ -118,7 +127,8 @@ def _decode_bytes(payload: bytes | memoryview, shape: tuple[int, ...]) -> np.nda
         offset += 4
         if offset + size > len(view):
             raise ValueError("BYTES element runs past the end of the tensor")
-        out[i] = bytes(view[offset : offset + size])
+        element = bytes(view[offset : offset + size])
+        out[i] = element.decode("utf-8") if text else element  # bad UTF-8: UnicodeDecodeError, a ValueError
         offset += size
     if offset != len(view):
         raise ValueError("BYTES tensor has trailing bytes")
@@ -134,8 +144,8 @@ def decode_tensors(descriptions: list[dict[str, Any]], payload: bytes | memoryvi
             raise ValueError("payload is shorter than its tensors")
         chunk = view[offset : offset + nbytes]
         offset += nbytes
-        if dtype == "bytes":
-            out[name] = _decode_bytes(chunk, shape)
+        if dtype in _VARIABLE:
+            out[name] = _decode_bytes(chunk, shape, text=dtype == _TEXT)
         else:
             out[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
     if offset != len(view):
@@ -206,7 +216,7 @@ def send_message(
     if shared is not None:
         offset, piped = 0, []
         for desc, buffer in zip(descriptions, buffers, strict=True):
-            if desc["dtype"] == "bytes":
+            if desc["dtype"] in _VARIABLE:
                 piped.append(buffer)
                 continue
             np.copyto(np.frombuffer(shared.map, dtype=np.uint8, count=desc["nbytes"], offset=offset), buffer)
@@ -231,12 +241,12 @@ def read_tensors(conn: Connection, header: dict[str, Any], shared: SharedBuffer 
     for desc in header.get("tensors", []):
         name, dtype, shape, nbytes = _check_description(desc)
         if "offset" in desc:
-            if shared is None or dtype == "bytes" or not isinstance(desc["offset"], int):
+            if shared is None or dtype in _VARIABLE or not isinstance(desc["offset"], int):
                 raise ValueError(f"tensor {name!r} is in shared memory that this end does not have")
             tensors[name] = shared.array(desc["offset"], shape, np.dtype(dtype))
             continue
-        if dtype == "bytes":
-            tensors[name] = _decode_bytes(conn.recv_bytes(), shape)
+        if dtype in _VARIABLE:
+            tensors[name] = _decode_bytes(conn.recv_bytes(), shape, text=dtype == _TEXT)
             continue
         array = np.empty(shape, dtype=np.dtype(dtype))
         if nbytes == 0:
