@@ -11,8 +11,11 @@ takes the next batch (least-loaded by construction).
 A replica that dies (a crash, the OOM killer, ``kill -9``) is seen at once (its pipe closes) and
 started again; the batch it was running goes back to the front of the queue and runs on the
 next free replica, up to ``max_retries`` times, so accepted requests are not lost. A replica
-still busy when the batch's ``request_timeout_s`` has passed is taken to be stuck: it is killed
-and restarted, and that batch fails with :class:`TimeoutError`.
+still busy with one batch when ``request_timeout_s`` (the server's ``--timeout-s``) has passed is
+taken to be stuck (a stopped process, a deadlock): it is killed and restarted, and that batch
+fails with :class:`TimeoutError`. :meth:`ReplicaPool.state` counts it under ``stuck`` (not
+``alive``) from then until its replacement has loaded the model; a batch that is merely slow
+but within the timeout runs to the end.
 
 >>> pool = ReplicaPool(package, replicas=2, threads=2)  # doctest: +SKIP
 >>> await pool.start()  # doctest: +SKIP
@@ -298,6 +301,8 @@ class _Slot:
     shared: SharedBuffer | None = None
     generation: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    busy_since: float | None = None  # monotonic time its batch went to the replica
+    stuck: bool = False  # its batch ran past the request timeout; cleared once its replacement is ready
 
 
 class ReplicaPool:
@@ -334,7 +339,7 @@ class ReplicaPool:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._fatal: str | None = None
-        self._counts = {"restarts": 0, "retries": 0, "calls": 0, "failures": 0, "timeouts": 0}
+        self._counts = {"restarts": 0, "retries": 0, "calls": 0, "failures": 0, "timeouts": 0, "stuck": 0}
         self._last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -402,7 +407,7 @@ class ReplicaPool:
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._closed and any(s.alive for s in self._slots)
+        return self._started and not self._closed and self._healthy() > 0
 
     async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one (already batched) set of model inputs on the next free replica."""
@@ -426,13 +431,27 @@ class ReplicaPool:
                 f"{self.package.name} v{self.package.version}: no result within {self.request_timeout_s:g} s"
             ) from None
 
+    def _is_stuck(self, slot: _Slot, now: float) -> bool:
+        busy = slot.busy_since
+        return slot.stuck or (busy is not None and now - busy > self.request_timeout_s)
+
+    def _healthy(self) -> int:
+        now = time.monotonic()
+        return sum(1 for s in self._slots if s.alive and not self._is_stuck(s, now))
+
     def state(self) -> dict[str, Any]:
+        """Counts for health and metrics: ``alive`` replicas take batches; ``stuck`` ones ran one
+        batch past the request timeout and are being replaced (``stuck_restarts``: how many so far)."""
         with self._cond:
             running = sum(1 for s in self._slots if s.job is not None)
+            now = time.monotonic()
             return {
                 "engine": "local-replicas",
                 "replicas": self.replicas,
-                "alive": sum(1 for s in self._slots if s.alive),
+                "alive": self._healthy(),
+                "stuck": sum(1 for s in self._slots if self._is_stuck(s, now)),
+                "stuck_restarts": self._counts["stuck"],
+                "request_timeout_s": self.request_timeout_s,
                 "restarts": self._counts["restarts"],
                 "in_flight": running + len(self._queue),
                 "running": running,
@@ -530,7 +549,7 @@ class ReplicaPool:
             self._stop_process(slot)
             return False
         slot.info = header.get("info", {})
-        slot.alive = True
+        slot.alive, slot.stuck = True, False
         slot.failures_in_a_row = 0
         if slot.starts > 1:
             with self._cond:
@@ -552,6 +571,7 @@ class ReplicaPool:
             if shared is not None:
                 header["shm"] = {"generation": slot.generation, "size": shared.size}
             send_message(slot.conn, header, job.feeds, shared)
+            slot.busy_since = time.monotonic()
             # A replica is stuck when ONE batch runs for the whole request timeout (the time a batch
             # waited in the queue does not count against the replica). A dead replica closes its
             # end of the socket: poll() returns and recv raises EOFError.
@@ -566,6 +586,8 @@ class ReplicaPool:
         finally:
             with self._cond:
                 slot.job = None  # before the caller hears back, so state() never counts a finished batch
+                slot.busy_since = None
+                slot.stuck = timed_out  # until its replacement is ready
         if timed_out:
             self._timeout(slot, job)
         elif isinstance(problem, UserError):
@@ -600,6 +622,7 @@ class ReplicaPool:
         self._last_error = f"replica {slot.index} ran one batch for over {self.request_timeout_s:g} s; restarted"
         with self._cond:
             self._counts["timeouts"] += 1
+            self._counts["stuck"] += 1
         _fail(job, TimeoutError(f"{self.package.name} v{self.package.version}: batch ran over {self.request_timeout_s:g} s"))
         self._stop_process(slot, kill=True)
 
