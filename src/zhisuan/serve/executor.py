@@ -66,6 +66,7 @@ class ExecutorFactory(Protocol):
         runtime: str | None,
         threads: int | None,
         concurrency: int,
+        request_timeout_s: float,
     ) -> Executor: ...
 
 
@@ -153,11 +154,14 @@ def make_executor(
     runtime: str | None = None,
     threads: int | None = None,
     concurrency: int = 1,
+    request_timeout_s: float = 30.0,
 ) -> Executor:
     """The executor for ``engine`` and ``replicas`` (see the module docstring).
 
     ``concurrency`` is how many batches the in-process executor runs at once; replica pools and
-    Ray take one batch per replica.
+    Ray take one batch per replica. ``request_timeout_s`` is the server's request timeout: the
+    longest a replica pool or Ray waits for one batch (a replica pool replica still busy after
+    it is stuck, and restarted); the in-process executor leaves timing out to the batcher.
     """
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
@@ -172,9 +176,11 @@ def make_executor(
                 raise
             raise UserError("the ray engine is not part of this zhisuan build; use --engine local") from None
 
-        return RayExecutor(package, replicas=replicas, runtime=runtime, threads=threads)
+        return RayExecutor(package, replicas=replicas, runtime=runtime, threads=threads,
+                           request_timeout_s=request_timeout_s)
     if replicas > 1:
         from zhisuan.serve.workers import ReplicaPool
 
-        return ReplicaPool(package, replicas=replicas, runtime=runtime, threads=threads)
+        return ReplicaPool(package, replicas=replicas, runtime=runtime, threads=threads,
+                           request_timeout_s=request_timeout_s)
     return InProcessExecutor(package, runtime=runtime, threads=threads, concurrency=concurrency)

@@ -3,15 +3,19 @@
 Each replica is a fresh interpreter (:mod:`zhisuan.serve.children.workers_replica`) that loads
 the package itself (checksums verified in the worker) and runs one batch at a time. The parent talks to it over a
 pipe with a small framing of its own: a JSON header naming each tensor's dtype and shape, then
-each tensor's raw bytes, received straight into a numpy array. Nothing that travels is pickled,
+each tensor's raw bytes, received straight into a numpy array (string tensors element by element,
+``str`` elements coming back as ``str`` and ``bytes`` as ``bytes``). Nothing that travels is pickled,
 so no request-derived data is ever unpickled. Jobs wait in one shared queue, so an idle replica
 takes the next batch (least-loaded by construction).
 
 A replica that dies (a crash, the OOM killer, ``kill -9``) is seen at once (its pipe closes) and
 started again; the batch it was running goes back to the front of the queue and runs on the
 next free replica, up to ``max_retries`` times, so accepted requests are not lost. A replica
-still busy when the batch's ``request_timeout_s`` has passed is taken to be stuck: it is killed
-and restarted, and that batch fails with :class:`TimeoutError`.
+still busy with one batch when ``request_timeout_s`` (the server's ``--timeout-s``) has passed is
+taken to be stuck (a stopped process, a deadlock): it is killed and restarted, and that batch
+fails with :class:`TimeoutError`. :meth:`ReplicaPool.state` counts it under ``stuck`` (not
+``alive``) from then until its replacement has loaded the model; a batch that is merely slow
+but within the timeout runs to the end.
 
 >>> pool = ReplicaPool(package, replicas=2, threads=2)  # doctest: +SKIP
 >>> await pool.start()  # doctest: +SKIP
@@ -61,6 +65,9 @@ _NUMERIC = frozenset({
     "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
     "float16", "float32", "float64",
 })
+# element-wise tensors: raw bytes elements, and UTF-8 text elements that come back as str
+_BYTES, _TEXT = "bytes", "text"
+_VARIABLE = frozenset({_BYTES, _TEXT})
 
 
 class ReplicaError(ZhisuanError):
@@ -72,14 +79,18 @@ class ReplicaError(ZhisuanError):
 
 def _describe(name: str, array: np.ndarray) -> tuple[dict[str, Any], Any]:
     if array.dtype.kind in ("O", "S", "U"):
-        # BYTES: each element as a 4-byte little-endian length and its bytes (as the v2 protocol does)
+        # Each element as a 4-byte little-endian length and its bytes (as the v2 protocol does). Text
+        # stays text: ONNX string tensors are str, and a runtime given bytes would keep their repr.
+        flat = array.reshape(-1)
+        text = array.dtype.kind == "U" or (array.dtype.kind == "O" and all(isinstance(i, str) for i in flat))
         parts = []
-        for item in array.reshape(-1):
+        for item in flat:
             data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
             parts.append(struct.pack("<I", len(data)))
             parts.append(data)
         payload = b"".join(parts)
-        return {"name": name, "dtype": "bytes", "shape": list(array.shape), "nbytes": len(payload)}, payload
+        dtype = _TEXT if text else _BYTES
+        return {"name": name, "dtype": dtype, "shape": list(array.shape), "nbytes": len(payload)}, payload
     if array.dtype.name not in _NUMERIC:
         raise UserError(f"tensor {name!r} has dtype {array.dtype.name}, which replicas cannot exchange")
     if not array.dtype.isnative:
@@ -99,15 +110,16 @@ def _check_description(desc: Any) -> tuple[str, str, tuple[int, ...], int]:
     if not isinstance(desc, dict) or not set(desc) <= {"name", "dtype", "shape", "nbytes", "offset"}:
         raise ValueError("tensor description is not an object of name, dtype, shape, nbytes (offset)")
     name, dtype, shape, nbytes = desc.get("name"), desc.get("dtype"), desc.get("shape"), desc.get("nbytes")
-    if not isinstance(name, str) or dtype not in (*_NUMERIC, "bytes") or not isinstance(shape, list) \
+    if not isinstance(name, str) or dtype not in _NUMERIC | _VARIABLE or not isinstance(shape, list) \
             or not all(isinstance(d, int) and d >= 0 for d in shape) or not isinstance(nbytes, int) or nbytes < 0:
         raise ValueError(f"bad tensor description {desc!r}")
-    if dtype != "bytes" and nbytes != int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize:
+    if dtype not in _VARIABLE and nbytes != int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize:
         raise ValueError(f"tensor {name!r}: {nbytes} bytes do not fit {dtype} {shape}")
     return name, dtype, tuple(shape), nbytes
 
 
-def _decode_bytes(payload: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_bytes(payload: bytes | memoryview, shape: tuple[int, ...], *, text: bool = False) -> np.ndarray:
+    """An object array of the elements of ``payload``: ``bytes``, or ``str`` when ``text``."""
     count = int(np.prod(shape, dtype=np.int64))
     out = np.empty(count, dtype=object)
     view, offset = memoryview(payload), 0
@@ -118,7 +130,8 @@ def _decode_bytes(payload: bytes | memoryview, shape: tuple[int, ...]) -> np.nda
         offset += 4
         if offset + size > len(view):
             raise ValueError("BYTES element runs past the end of the tensor")
-        out[i] = bytes(view[offset : offset + size])
+        element = bytes(view[offset : offset + size])
+        out[i] = element.decode("utf-8") if text else element  # bad UTF-8: UnicodeDecodeError, a ValueError
         offset += size
     if offset != len(view):
         raise ValueError("BYTES tensor has trailing bytes")
@@ -134,8 +147,8 @@ def decode_tensors(descriptions: list[dict[str, Any]], payload: bytes | memoryvi
             raise ValueError("payload is shorter than its tensors")
         chunk = view[offset : offset + nbytes]
         offset += nbytes
-        if dtype == "bytes":
-            out[name] = _decode_bytes(chunk, shape)
+        if dtype in _VARIABLE:
+            out[name] = _decode_bytes(chunk, shape, text=dtype == _TEXT)
         else:
             out[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
     if offset != len(view):
@@ -206,7 +219,7 @@ def send_message(
     if shared is not None:
         offset, piped = 0, []
         for desc, buffer in zip(descriptions, buffers, strict=True):
-            if desc["dtype"] == "bytes":
+            if desc["dtype"] in _VARIABLE:
                 piped.append(buffer)
                 continue
             np.copyto(np.frombuffer(shared.map, dtype=np.uint8, count=desc["nbytes"], offset=offset), buffer)
@@ -231,12 +244,12 @@ def read_tensors(conn: Connection, header: dict[str, Any], shared: SharedBuffer 
     for desc in header.get("tensors", []):
         name, dtype, shape, nbytes = _check_description(desc)
         if "offset" in desc:
-            if shared is None or dtype == "bytes" or not isinstance(desc["offset"], int):
+            if shared is None or dtype in _VARIABLE or not isinstance(desc["offset"], int):
                 raise ValueError(f"tensor {name!r} is in shared memory that this end does not have")
             tensors[name] = shared.array(desc["offset"], shape, np.dtype(dtype))
             continue
-        if dtype == "bytes":
-            tensors[name] = _decode_bytes(conn.recv_bytes(), shape)
+        if dtype in _VARIABLE:
+            tensors[name] = _decode_bytes(conn.recv_bytes(), shape, text=dtype == _TEXT)
             continue
         array = np.empty(shape, dtype=np.dtype(dtype))
         if nbytes == 0:
@@ -288,6 +301,8 @@ class _Slot:
     shared: SharedBuffer | None = None
     generation: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    busy_since: float | None = None  # monotonic time its batch went to the replica
+    stuck: bool = False  # its batch ran past the request timeout; cleared once its replacement is ready
 
 
 class ReplicaPool:
@@ -324,7 +339,7 @@ class ReplicaPool:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._fatal: str | None = None
-        self._counts = {"restarts": 0, "retries": 0, "calls": 0, "failures": 0, "timeouts": 0}
+        self._counts = {"restarts": 0, "retries": 0, "calls": 0, "failures": 0, "timeouts": 0, "stuck": 0}
         self._last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -392,7 +407,7 @@ class ReplicaPool:
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._closed and any(s.alive for s in self._slots)
+        return self._started and not self._closed and self._healthy() > 0
 
     async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one (already batched) set of model inputs on the next free replica."""
@@ -416,13 +431,27 @@ class ReplicaPool:
                 f"{self.package.name} v{self.package.version}: no result within {self.request_timeout_s:g} s"
             ) from None
 
+    def _is_stuck(self, slot: _Slot, now: float) -> bool:
+        busy = slot.busy_since
+        return slot.stuck or (busy is not None and now - busy > self.request_timeout_s)
+
+    def _healthy(self) -> int:
+        now = time.monotonic()
+        return sum(1 for s in self._slots if s.alive and not self._is_stuck(s, now))
+
     def state(self) -> dict[str, Any]:
+        """Counts for health and metrics: ``alive`` replicas take batches; ``stuck`` ones ran one
+        batch past the request timeout and are being replaced (``stuck_restarts``: how many so far)."""
         with self._cond:
             running = sum(1 for s in self._slots if s.job is not None)
+            now = time.monotonic()
             return {
                 "engine": "local-replicas",
                 "replicas": self.replicas,
-                "alive": sum(1 for s in self._slots if s.alive),
+                "alive": self._healthy(),
+                "stuck": sum(1 for s in self._slots if self._is_stuck(s, now)),
+                "stuck_restarts": self._counts["stuck"],
+                "request_timeout_s": self.request_timeout_s,
                 "restarts": self._counts["restarts"],
                 "in_flight": running + len(self._queue),
                 "running": running,
@@ -520,7 +549,7 @@ class ReplicaPool:
             self._stop_process(slot)
             return False
         slot.info = header.get("info", {})
-        slot.alive = True
+        slot.alive, slot.stuck = True, False
         slot.failures_in_a_row = 0
         if slot.starts > 1:
             with self._cond:
@@ -542,6 +571,7 @@ class ReplicaPool:
             if shared is not None:
                 header["shm"] = {"generation": slot.generation, "size": shared.size}
             send_message(slot.conn, header, job.feeds, shared)
+            slot.busy_since = time.monotonic()
             # A replica is stuck when ONE batch runs for the whole request timeout (the time a batch
             # waited in the queue does not count against the replica). A dead replica closes its
             # end of the socket: poll() returns and recv raises EOFError.
@@ -556,6 +586,8 @@ class ReplicaPool:
         finally:
             with self._cond:
                 slot.job = None  # before the caller hears back, so state() never counts a finished batch
+                slot.busy_since = None
+                slot.stuck = timed_out  # until its replacement is ready
         if timed_out:
             self._timeout(slot, job)
         elif isinstance(problem, UserError):
@@ -590,6 +622,7 @@ class ReplicaPool:
         self._last_error = f"replica {slot.index} ran one batch for over {self.request_timeout_s:g} s; restarted"
         with self._cond:
             self._counts["timeouts"] += 1
+            self._counts["stuck"] += 1
         _fail(job, TimeoutError(f"{self.package.name} v{self.package.version}: batch ran over {self.request_timeout_s:g} s"))
         self._stop_process(slot, kill=True)
 
