@@ -265,6 +265,7 @@ class ModelHub:
         executor = await asyncio.to_thread(
             self.executor_factory, package, replicas=config.replicas, engine=config.engine,
             runtime=config.runtime, threads=config.threads, concurrency=config.batches_in_flight,
+            request_timeout_s=config.request_timeout_s,
         )
         try:
             start = getattr(executor, "start", None)

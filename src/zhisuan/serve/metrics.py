@@ -176,6 +176,8 @@ class _StateCollector:
                 replicas.add_metric([*key, "desired"], float(s.executor["replicas"]))
             if "alive" in s.executor:
                 replicas.add_metric([*key, "alive"], float(s.executor["alive"]))
+            if "stuck" in s.executor:  # a batch ran past --timeout-s; being replaced
+                replicas.add_metric([*key, "stuck"], float(s.executor["stuck"]))
             if "restarts" in s.executor:
                 restarts.add_metric(key, float(s.executor["restarts"]))
         weight = GaugeMetricFamily(
