@@ -31,6 +31,8 @@ from zhisuan.quantize.config import Method, Mode, QuantizeConfig
 from zhisuan.quantize.policy import (
     COMPUTE_OPS,
     Selection,
+    drop_unused_initializers,
+    float_outputs,
     fold_pad_into_conv,
     select_static_nodes,
     settle_activations,
@@ -277,13 +279,15 @@ class Int8Builder:
             # Activations stay nodes; settle_activations then decides which remain (see there).
             extra_options={"QDQKeepRemovableActivations": True, **self.config.extra},
         )
-        if not self.config.extra.get("QDQKeepRemovableActivations", True):
-            return
         from zhisuan.graph import load_model, save_model
 
         model = load_model(out)
-        if any(settle_activations(model)):
-            save_model(model, out)
+        if self.config.extra.get("QDQKeepRemovableActivations", True):
+            settle_activations(model)
+        if not self.config.quantize_outputs:
+            float_outputs(model)
+        drop_unused_initializers(model.graph)
+        save_model(model, out)
 
     def _dynamic(self, out: Path, exclude: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -297,6 +301,11 @@ class Int8Builder:
             nodes_to_exclude=exclude,
             extra_options=dict(self.config.extra),
         )
+        from zhisuan.graph import load_model, save_model
+
+        model = load_model(out)
+        if drop_unused_initializers(model.graph):
+            save_model(model, out)
 
     @property
     def per_channel(self) -> bool:
