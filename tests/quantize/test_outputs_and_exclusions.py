@@ -1,4 +1,5 @@
-"""Static INT8 keeps graph outputs in float and leaves no unused initializers. Tiny graphs built here."""
+"""Static INT8 keeps graph outputs in float and leaves no unused initializers; ``--exclude`` names
+real nodes. Tiny graphs built here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from zhisuan.errors import UserError
 from zhisuan.quantize import QuantizeConfig, quantize_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -111,3 +113,46 @@ def test_output_also_read_inside_the_graph_keeps_its_quantized_copy_for_the_read
     for a, b in zip(ref, sess.run(None, {"x": x}), strict=True):
         cosine = float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
         assert cosine > 0.99, cosine
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic"])
+def test_unknown_excluded_node_is_a_user_error_naming_it(tmp_path: Path, mode: str) -> None:
+    src = _head(tmp_path / "head.onnx")
+    with pytest.raises(UserError, match="NO_SUCH_NODE") as exc:
+        quantize_model(src, tmp_path / "q.onnx", random=1, measure_latency=False,
+                       config=QuantizeConfig(mode=mode, nodes_to_exclude=("fc1", "NO_SUCH_NODE", "ALSO_MISSING")))
+    message = str(exc.value)
+    assert "ALSO_MISSING" in message and "'fc1'" not in message.split("(")[0] and "\n" not in message
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_unknown_exclude_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zhisuan.cli.app import main
+
+    src = _head(tmp_path / "head.onnx")
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", str(src), "-o", str(tmp_path / "q.onnx"), "--random", "1", "--exclude", "NO_SUCH_NODE"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "NO_SUCH_NODE" in err[0]
+
+
+def test_excluding_a_node_that_preprocessing_folded_away_says_so(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    arrays = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "scale": np.ones(4, np.float32),
+              "beta": np.zeros(4, np.float32), "mean": np.zeros(4, np.float32), "var": np.ones(4, np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("BatchNormalization", ["c", "scale", "beta", "mean", "var"], ["y"], name="bn"),
+    ]
+    graph = helper.make_graph(
+        nodes, "cbn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "cbn.onnx"))
+    with pytest.raises(UserError, match="'bn' no longer exist after preprocessing"):
+        quantize_model(tmp_path / "cbn.onnx", tmp_path / "q.onnx", random=1, measure_latency=False,
+                       config=QuantizeConfig(mode="int8", nodes_to_exclude=("bn",)))

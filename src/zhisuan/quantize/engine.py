@@ -122,6 +122,27 @@ def _name_nodes(model: Any) -> None:
         seen.add(node.name)
 
 
+def check_exclusions(source: Any, prepared: Any, config: QuantizeConfig) -> None:
+    """Every ``nodes_to_exclude`` name must be a node of the prepared model, else a UserError naming
+    the unknown ones: the quantizer ignores a name it does not find, so a typo would pass silently."""
+    present = {n.name for n in prepared.graph.node}
+    unknown = [name for name in dict.fromkeys(config.nodes_to_exclude) if name not in present]
+    if not unknown:
+        return
+    original = {n.name for n in source.graph.node if n.name}
+    missing = [name for name in unknown if name not in original]
+    folded = [name for name in unknown if name in original]
+    reasons = []
+    if missing:
+        reasons.append(f"no node named {', '.join(map(repr, missing))} in the graph")
+    if folded:
+        reasons.append(f"{', '.join(map(repr, folded))} no longer exist after preprocessing "
+                       "(folded into a neighbour, e.g. BatchNormalization into its Conv)")
+    layers = [n.name for n in prepared.graph.node if n.op_type in COMPUTE_OPS][:5]
+    hint = f" (quantizable layers include {', '.join(layers)})" if layers else ""
+    raise UserError(f"--exclude: {'; '.join(reasons)}{hint}")
+
+
 def quantizable_nodes(model: Any, config: QuantizeConfig) -> list[tuple[str, str]]:
     """(name, op_type) of the *layers* — the compute nodes the sensitivity analysis and the search
     may keep in float — minus the user's exclusions. Chain nodes of integer islands are not layers:
