@@ -132,7 +132,11 @@ def test_static_int8_mlp_is_accurate_with_top1(tmp_path: Path) -> None:
     out = tmp_path / "mlp-int8.onnx"
     result = quantize_model(src, out, config=QuantizeConfig(mode="int8", metric="top1"), random=32, measure_latency=False)
     assert result.metric == "top1" and result.float_value == 1.0
-    assert result.quantized_value >= 0.9
+    # The metric is 16 held-out rows (one flipped row is 6 %); the 4096 rows below are the real bar:
+    # 0.972 with float outputs (0.966 when the output was still clipped to its calibration range).
+    assert result.quantized_value >= 0.85
+    x = np.random.default_rng(7).standard_normal((4096, 16)).astype(np.float32)
+    assert (_run(src, x).argmax(1) == _run(out, x).argmax(1)).mean() >= 0.95
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
 
 

@@ -136,6 +136,8 @@ DEFAULT_PIPELINE = (
     "eliminate-identity",
     "eliminate-dead",
     "fold-conv-bn",
+    "fuse-hardswish",
+    "fuse-hardsigmoid",
     "matmul-add-to-gemm",
     "onnxslim",
     "dedup-initializers",

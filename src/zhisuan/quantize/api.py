@@ -26,6 +26,7 @@ from zhisuan.quantize.engine import (
     Int8Builder,
     Prepared,
     Preprocessing,
+    check_exclusions,
     convert_float16,
     prepare,
     quantizable_nodes,
@@ -186,6 +187,7 @@ def _job(model: Any, config: QuantizeConfig, workdir: Path, *, data: str | Path 
         metric_feeds = made.feeds
     progress("preprocessing (optimize passes)")
     prepared = prepare(proto, config, calibration.feeds)
+    check_exclusions(proto, prepared.model, config)
     float_path = write_temp(prepared.model, workdir, "prepared")
     return _Job(config, prepared, float_path, calibration, metric_feeds, workdir, zoo_name, warnings)
 

@@ -122,6 +122,11 @@ class QuantizeConfig(Record):
     extra: dict[str, Any] = field(default_factory=dict)
     #: 7-bit weights; None: on for ONNX Runtime on x86 CPUs without VNNI (see :attr:`weights_7bit`).
     reduce_range: bool | None = None
+    #: Static INT8 only: keep the QuantizeLinear/DequantizeLinear pair ORT's quantizer puts on graph
+    #: outputs. Off by default: it clips every output to its calibration range (a Gemm head's worst
+    #: error on held-out rows x2.6 that of the float output, tests/quantize/test_outputs_and_exclusions.py),
+    #: and the outputs are float anyway.
+    quantize_outputs: bool = False
 
     def __post_init__(self) -> None:
         try:

@@ -31,6 +31,8 @@ from zhisuan.quantize.config import Method, Mode, QuantizeConfig
 from zhisuan.quantize.policy import (
     COMPUTE_OPS,
     Selection,
+    drop_unused_initializers,
+    float_outputs,
     fold_pad_into_conv,
     select_static_nodes,
     settle_activations,
@@ -118,6 +120,27 @@ def _name_nodes(model: Any) -> None:
                 name, k = f"{base}_{k}", k + 1
             node.name = name
         seen.add(node.name)
+
+
+def check_exclusions(source: Any, prepared: Any, config: QuantizeConfig) -> None:
+    """Every ``nodes_to_exclude`` name must be a node of the prepared model, else a UserError naming
+    the unknown ones: the quantizer ignores a name it does not find, so a typo would pass silently."""
+    present = {n.name for n in prepared.graph.node}
+    unknown = [name for name in dict.fromkeys(config.nodes_to_exclude) if name not in present]
+    if not unknown:
+        return
+    original = {n.name for n in source.graph.node if n.name}
+    missing = [name for name in unknown if name not in original]
+    folded = [name for name in unknown if name in original]
+    reasons = []
+    if missing:
+        reasons.append(f"no node named {', '.join(map(repr, missing))} in the graph")
+    if folded:
+        reasons.append(f"{', '.join(map(repr, folded))} no longer exist after preprocessing "
+                       "(folded into a neighbour, e.g. BatchNormalization into its Conv)")
+    layers = [n.name for n in prepared.graph.node if n.op_type in COMPUTE_OPS][:5]
+    hint = f" (quantizable layers include {', '.join(layers)})" if layers else ""
+    raise UserError(f"--exclude: {'; '.join(reasons)}{hint}")
 
 
 def quantizable_nodes(model: Any, config: QuantizeConfig) -> list[tuple[str, str]]:
@@ -277,13 +300,15 @@ class Int8Builder:
             # Activations stay nodes; settle_activations then decides which remain (see there).
             extra_options={"QDQKeepRemovableActivations": True, **self.config.extra},
         )
-        if not self.config.extra.get("QDQKeepRemovableActivations", True):
-            return
         from zhisuan.graph import load_model, save_model
 
         model = load_model(out)
-        if any(settle_activations(model)):
-            save_model(model, out)
+        if self.config.extra.get("QDQKeepRemovableActivations", True):
+            settle_activations(model)
+        if not self.config.quantize_outputs:
+            float_outputs(model)
+        drop_unused_initializers(model.graph)
+        save_model(model, out)
 
     def _dynamic(self, out: Path, exclude: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -297,6 +322,11 @@ class Int8Builder:
             nodes_to_exclude=exclude,
             extra_options=dict(self.config.extra),
         )
+        from zhisuan.graph import load_model, save_model
+
+        model = load_model(out)
+        if drop_unused_initializers(model.graph):
+            save_model(model, out)
 
     @property
     def per_channel(self) -> bool:

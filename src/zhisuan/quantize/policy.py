@@ -157,9 +157,7 @@ def fold_pad_into_conv(model: Any) -> int:
         doomed.append(pad)
     if doomed:
         index.remove_nodes(graph, doomed)
-        read = {name for node in graph.node for name in index.node_reads(node)}
-        for init in [i for i in graph.initializer if i.name not in read and i.name not in outputs]:
-            graph.initializer.remove(init)
+        drop_unused_initializers(graph)
     return len(doomed)
 
 
@@ -347,9 +345,66 @@ def settle_activations(model: Any) -> tuple[int, int]:
             q_out.input[0] = q_in.input[0]
             doomed.extend([q_in, dq_in, act])
             folded += 1
-    if doomed:
-        index.remove_nodes(graph, doomed)
-        read = {name for node in graph.node for name in index.node_reads(node)}
-        for init in [i for i in graph.initializer if i.name not in read and i.name not in outputs]:
-            graph.initializer.remove(init)
+    index.remove_nodes(graph, doomed)
+    drop_unused_initializers(graph)  # also the input pairs' own scales, replaced by the output pair's
     return kept, folded
+
+
+def float_outputs(model: Any) -> int:
+    """Take the ``QuantizeLinear -> DequantizeLinear`` pair off every graph output of a QDQ model.
+
+    In place; returns the number of outputs freed. ORT's quantizer rounds a quantized node's output
+    onto its calibration range even when it is a graph output, so any value beyond what calibration
+    saw is clipped, and the output is float anyway. The producer writes the output's name again; a
+    node inside the graph that reads the output (and so may be quantized) keeps reading the
+    dequantized copy under a new name, so no integer run is broken.
+    """
+    graph = model.graph
+    producers = index.producers(graph)
+    users = index.consumers(graph)
+    outputs = index.output_names(graph)
+    graph_inputs = {v.name for v in graph.input}
+    taken = index.tensor_names(graph)
+    freed = 0
+    doomed = []
+    for value in graph.output:
+        name = value.name
+        dq = producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.output) != 1:
+            continue
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or len(users.get(q.output[0], [])) != 1:
+            continue
+        source = q.input[0]
+        writer = producers.get(source)
+        if (writer is None or source in outputs or source in graph_inputs
+                or len(users.get(source, [])) != 1):
+            continue
+        readers = users.get(name, [])
+        writer.output[list(writer.output).index(source)] = name
+        q.input[0] = name
+        if readers:
+            copy = index.unique_name(taken, f"{name}_DequantizeLinear_Output")
+            dq.output[0] = copy
+            for reader in readers:
+                for i, used in enumerate(reader.input):
+                    if used == name:
+                        reader.input[i] = copy
+                for sub in index.subgraphs(reader):
+                    index.rename_in_subgraph(sub, name, copy)
+        else:
+            doomed.extend([q, dq])
+        freed += 1
+    index.remove_nodes(graph, doomed)
+    drop_unused_initializers(graph)
+    return freed
+
+
+def drop_unused_initializers(graph: Any) -> int:
+    """Remove initializers no node reads (ONNX Runtime warns about each one on every session)."""
+    read = {name for node in graph.node for name in index.node_reads(node)}
+    keep = read | index.output_names(graph) | {v.name for v in graph.input}
+    unused = [i for i in graph.initializer if i.name not in keep]
+    for init in unused:
+        graph.initializer.remove(init)
+    return len(unused)

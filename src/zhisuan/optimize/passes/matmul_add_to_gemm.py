@@ -10,20 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from zhisuan.graph import index
+from zhisuan.optimize.passes._patterns import ranks as shape_ranks
 from zhisuan.optimize.registry import PassContext, PassOutcome, register_pass
-
-
-def _ranks(model: Any) -> dict[str, int]:
-    import onnx
-
-    if model.ByteSize() > 1_500_000_000:
-        return {}
-    try:
-        g = onnx.shape_inference.infer_shapes(model).graph
-    except Exception:
-        return {}
-    return {v.name: len(v.type.tensor_type.shape.dim) for v in (*g.input, *g.value_info, *g.output)
-            if v.type.tensor_type.HasField("shape")}
 
 
 @register_pass("matmul-add-to-gemm", summary="Fuse 2-D MatMul + constant Add into Gemm.")
@@ -34,7 +22,7 @@ def run(model: Any, ctx: PassContext) -> PassOutcome:
     candidates = [n for n in graph.node if n.op_type == "MatMul" and n.domain in ("", "ai.onnx") and n.input[1] in inits]
     if not candidates:
         return outcome
-    ranks = _ranks(model)
+    ranks = shape_ranks(model)
     users = index.consumers(graph)
     outputs = index.output_names(graph)
     doomed = []
