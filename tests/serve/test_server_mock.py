@@ -63,8 +63,10 @@ def _request(x: np.ndarray) -> dict[str, object]:
 def test_every_version_gets_an_executor_from_the_factory(engine: MockEngine, served: RunningServer) -> None:
     assert set(engine.executors) == {("mm", 1), ("mm", 2), ("cls", 1)}
     assert served.hub.models["mm"][2].executor is engine.executors["mm", 2]
+    defaults = ServerConfig(repo=Path())
     assert engine.options["mm", 1] == {"replicas": 1, "engine": "local", "runtime": None, "threads": 1,
-                                       "concurrency": ServerConfig(repo=Path()).batches_in_flight}
+                                       "concurrency": defaults.batches_in_flight,
+                                       "request_timeout_s": defaults.request_timeout_s}
 
 
 def test_inference_answers_from_the_handler(engine: MockEngine, client: httpx.Client) -> None:
