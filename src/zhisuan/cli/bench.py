@@ -20,7 +20,7 @@ from zhisuan.cli._common import (
     positive,
     print_json,
 )
-from zhisuan.errors import UserError
+from zhisuan.errors import UsageError
 from zhisuan.progress import Progress, no_progress
 
 
@@ -30,9 +30,9 @@ def _batch(value: str) -> int | None:
     try:
         batch = int(value)
     except ValueError:
-        raise UserError(f"--batch must be a positive integer or 'auto', got {value!r}") from None
+        raise UsageError(f"--batch must be a positive integer or 'auto', got {value!r}") from None
     if batch < 1:
-        raise UserError(f"--batch must be a positive integer or 'auto', got {value!r}")
+        raise UsageError(f"--batch must be a positive integer or 'auto', got {value!r}")
     return batch
 
 

@@ -43,7 +43,7 @@ def add_cmd(
     version: int | None = typer.Option(None, "--version", min=1, max=2**31 - 1, help="Version to create (default: the next one)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing version."),
     runtime: str | None = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
-    max_batch: int | None = typer.Option(None, "--max-batch", min=1, help=MAX_BATCH_HELP),
+    max_batch: int | None = typer.Option(None, "--max-batch", min=1, max=65536, help=MAX_BATCH_HELP),
     max_delay_ms: float | None = typer.Option(None, "--max-delay-ms", min=0, callback=finite, help=MAX_DELAY_HELP),
     preferred: str | None = typer.Option(None, "--preferred-batch", help=PREFERRED_HELP),
     preprocess: str | None = typer.Option(None, "--preprocess", help=PRE_HELP),

@@ -28,7 +28,7 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0 picks a free one)."),
     replicas: int = typer.Option(1, "--replicas", min=1, max=1024, help="Worker replicas per model version (processes when > 1)."),
-    max_batch: int | None = typer.Option(None, "--max-batch", min=1, help="Max rows per batch (default: each package's)."),
+    max_batch: int | None = typer.Option(None, "--max-batch", min=1, max=65536, help="Max rows per batch (default: each package's)."),
     max_delay_ms: float | None = typer.Option(
         None, "--max-delay-ms", min=0, callback=finite, help="Longest a request waits for its batch to fill (default: each package's)."
     ),
