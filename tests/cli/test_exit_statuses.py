@@ -89,3 +89,10 @@ def test_unreadable_path_from_a_library_is_one_line(capsys: pytest.CaptureFixtur
     code, lines = _run(["repo", "list", "--repo", "/tmp", "--json"], capsys)
     assert (code, lines) == (1, ["error: /srv/models: Permission denied"])
     assert json.dumps(lines)  # plain text, no traceback
+
+
+def test_deeply_nested_metadata_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "meta.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code, lines = _run(["pack", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "pkg"), "--metadata", f"@{deep}"], capsys)
+    assert (code, lines) == (1, ["error: --metadata is nested too deeply"])

@@ -75,6 +75,8 @@ def pack_options(
             meta = json.loads(text)
         except ValueError as exc:
             raise UserError(f"--metadata is not valid JSON: {exc}") from None
+        except RecursionError:  # json's parser recurses once per nesting level
+            raise UserError("--metadata is nested too deeply") from None
         if not isinstance(meta, dict):
             raise UserError("--metadata must be a JSON object")
     return {
