@@ -97,6 +97,7 @@ def test_bad_value_is_one_line_and_refused(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("ZHISUAN_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)  # a default output (evaluate's zhisuan-report/) lands there
     monkeypatch.setenv("ZHISUAN_CACHE_DIR", str(tmp_path / "cache"))
     command = dict(COMMANDS)[path]
     param = next(p for p in command.params if p.name == param_name)
