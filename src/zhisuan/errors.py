@@ -1,7 +1,9 @@
 """Exception types. User errors (bad input, missing backend, no device) and internal bugs differ.
 
-The CLI prints a :class:`UserError` as one line and exits 1; anything else is a bug and is
-reported as an :class:`InternalError` (one line, exit 3; ``ZHISUAN_DEBUG=1`` shows the traceback).
+The CLI prints a :class:`UserError` as one line and exits 1, a :class:`UsageError` (the command
+line itself is wrong) as one line and exits 2; anything else is a bug and is reported as an
+internal error (one line, exit 3; ``ZHISUAN_DEBUG=1`` shows the traceback). The whole table of exit
+statuses is ``zhisuan.cli.app.EXIT_STATUSES``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ class ZhisuanError(Exception):
 
 class UserError(ZhisuanError):
     """The user can fix this: bad input, a missing file, an unknown name, a missing backend."""
+
+
+class UsageError(UserError):
+    """A value is out of its range or not one of its choices: wrong before anything is looked at
+    (no file, device or server involved). The CLI exits 2, as for its own parse errors."""
 
 
 class BackendUnavailableError(UserError):

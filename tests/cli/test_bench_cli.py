@@ -45,19 +45,23 @@ def test_singlestream_table(tiny: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["no-such-file.onnx"], "model file not found"),
-        (["{tiny}", "--scenario", "burst"], "unknown scenario"),
-        (["{tiny}", "--runtime", "tensorrt"], "tensorrt is unavailable"),
-        (["{tiny}", "--batch", "zero"], "--batch must be a positive integer or 'auto'"),
-        (["{tiny}", "--duration", "-1"], "--duration must be > 0"),
-        (["{tiny}", "--data", "missing-dir", "--json"], "not found"),
+        (["no-such-file.onnx"], "model file not found", 1),
+        (["{tiny}", "--runtime", "tensorrt"], "tensorrt is unavailable", 1),
+        (["{tiny}", "--data", "missing-dir", "--json"], "not found", 1),
+        # usage errors (README exit table): the command line alone is wrong
+        (["{tiny}", "--scenario", "burst"], "unknown scenario", 2),
+        (["{tiny}", "--batch", "zero"], "--batch must be a positive integer or 'auto'", 2),
+        (["{tiny}", "--duration", "-1"], "'--duration': -1.0 is not above 0", 2),
+        (["{tiny}", "--random", "0"], "'--random'", 2),
+        (["{tiny}", "--samples-per-query", "0"], "'--samples-per-query'", 2),
+        (["{tiny}", "--threads", "0"], "'--threads'", 2),
     ],
 )
-def test_errors_are_one_line_and_exit_1(tiny: Path, args: list[str], message: str) -> None:
+def test_errors_are_one_line_with_the_documented_exit(tiny: Path, args: list[str], message: str, code: int) -> None:
     proc = _zhisuan("bench", *[a.format(tiny=tiny) for a in args])
-    assert proc.returncode == 1, proc.stdout
+    assert proc.returncode == code, proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr

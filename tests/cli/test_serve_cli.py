@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from cli_helpers import error_line
+from cli_helpers import error_line, usage_error_line
 
 TOKEN = "cli-test-token-42"
 WEIGHT = (np.arange(12, dtype=np.float32).reshape(4, 3) - 5.0) / 10.0
@@ -126,7 +126,7 @@ def test_serve_errors_are_one_line(repo: Path, tmp_path: Path) -> None:
     assert "--repo" in error_line(_zhisuan("serve"))
     assert "repository not found" in error_line(_zhisuan("serve", "--repo", str(tmp_path / "nowhere")))
     assert "no model 'nope'" in error_line(_zhisuan("serve", "--repo", str(repo), "--models", "nope", "--port", "0"))
-    assert "--replicas must be >= 1" in error_line(_zhisuan("serve", "--repo", str(repo), "--replicas", "0"))
+    assert "'--replicas'" in usage_error_line(_zhisuan("serve", "--repo", str(repo), "--replicas", "0"))
     assert "unknown engine" in error_line(_zhisuan("serve", "--repo", str(repo), "--engine", "k8s"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

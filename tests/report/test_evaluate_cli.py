@@ -39,12 +39,12 @@ def test_evaluate_writes_json_and_html_and_exits_0(ev1_run: tuple[Path, subproce
                                                                      "run.json"]
 
 
-def test_usage_errors_exit_2_with_one_line(ev1_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_usage_and_input_errors_are_one_line(ev1_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, _ = ev1_run
     proc = zhisuan("evaluate", "--suite", "nightly")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: unknown suite 'nightly'; choose one of: quick, standard, full"
     proc = zhisuan("evaluate", "--only", "EV-1", "-o", str(out), "--resume", "--seed", "5")
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # found by reading DIR: an input error, not a usage error
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "holds a run of suite 'quick'" in lines[0] and "Traceback" not in proc.stderr
 

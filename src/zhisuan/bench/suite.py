@@ -221,9 +221,12 @@ class PartialStore:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
             raise UserError(f"{path} is unreadable ({exc}); run without --resume to start over") from None
+        if not isinstance(run, dict) or not isinstance(run.get("fingerprint"), dict):
+            raise UserError(f"{path} is not a run record of zhisuan; run without --resume to start over")
+        return run
 
     def start(self, run: dict[str, Any]) -> None:
         atomic_write_json(self.dir / RUN_FILE, run)
@@ -260,7 +263,7 @@ class PartialStore:
             if data.get("crashed"):
                 return None  # a crash may be transient: run it again
             items = [Item.from_dict(i) for i in data["items"]]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # not the JSON we wrote
             raise UserError(f"{path} is unreadable ({exc}); run without --resume to start over") from None
         return _TaskRecord(task, items, float(data.get("duration_s") or 0.0), str(data.get("started_at", "")),
                            resumed=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zhisuan.errors import InternalError, UserError
+from zhisuan.errors import InternalError, UsageError
 from zhisuan.progress import Progress, no_progress
 
 
@@ -35,7 +35,7 @@ class Suite(enum.StrEnum):
         try:
             return cls(value)
         except ValueError:
-            raise UserError(f"unknown suite {value!r}; choose one of: {', '.join(cls)}") from None
+            raise UsageError(f"unknown suite {value!r}; choose one of: {', '.join(cls)}") from None
 
 
 SUITES: tuple[Suite, ...] = tuple(Suite)

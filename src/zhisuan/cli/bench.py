@@ -9,8 +9,18 @@ from typing import Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
-from zhisuan.errors import UserError
+from zhisuan.cli._common import (
+    COUNT,
+    JSON_HELP,
+    SEED,
+    THREADS,
+    console,
+    err_console,
+    output_path,
+    positive,
+    print_json,
+)
+from zhisuan.errors import UsageError
 from zhisuan.progress import Progress, no_progress
 
 
@@ -20,9 +30,9 @@ def _batch(value: str) -> int | None:
     try:
         batch = int(value)
     except ValueError:
-        raise UserError(f"--batch must be a positive integer or 'auto', got {value!r}") from None
+        raise UsageError(f"--batch must be a positive integer or 'auto', got {value!r}") from None
     if batch < 1:
-        raise UserError(f"--batch must be a positive integer or 'auto', got {value!r}")
+        raise UsageError(f"--batch must be a positive integer or 'auto', got {value!r}")
     return batch
 
 
@@ -32,16 +42,16 @@ def bench_cmd(
     scenario: str = typer.Option("offline", "--scenario", "-s", help="singlestream, multistream, server or offline."),
     precision: str = typer.Option("fp32", "--precision", help="Precision the runtime is asked for (fp32, fp16, bf16)."),
     device: str = typer.Option("cpu", "--device", help="Device of the runtime: cpu, cuda, cuda:1, ..."),
-    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the runtime's)."),
+    threads: int | None = typer.Option(None, "--threads", **THREADS, help="Intra-op threads (default: the runtime's)."),
     batch: str = typer.Option("auto", "--batch", help="Batch size for Offline/Server/MultiStream, or 'auto' (calibrated)."),
-    duration: float = typer.Option(10.0, "--duration", help="LoadGen minimum duration in seconds (MLPerf rules: 600)."),
+    duration: float = typer.Option(10.0, "--duration", callback=positive, help="LoadGen minimum duration in seconds (MLPerf rules: 600)."),
     data: Path | None = typer.Option(None, "--data", help="Samples: an .npz file or a directory of them (rows are samples)."),
-    random: int | None = typer.Option(None, "--random", help="Use N seeded random samples from the model's signature."),
-    target_latency_ms: float | None = typer.Option(None, "--target-latency-ms", help="Server: the p99 latency bound (default: 10x the batch-1 p90, at least 5 ms)."),
-    samples_per_query: int | None = typer.Option(None, "--samples-per-query", help="MultiStream: samples per query (default 8)."),
+    random: int | None = typer.Option(None, "--random", **COUNT, help="Use N seeded random samples from the model's signature."),
+    target_latency_ms: float | None = typer.Option(None, "--target-latency-ms", callback=positive, help="Server: the p99 latency bound (default: 10x the batch-1 p90, at least 5 ms)."),
+    samples_per_query: int | None = typer.Option(None, "--samples-per-query", min=1, max=65536, help="MultiStream: samples per query (default 8)."),
     accuracy: bool = typer.Option(False, "--accuracy", help="Also run LoadGen's AccuracyOnly pass on a zoo model's evaluation set."),
-    logs: Path | None = typer.Option(None, "--logs", help="Keep LoadGen's logs (mlperf_log_detail.txt, ...) in this directory."),
-    seed: int = typer.Option(0, "--seed", help="Seed of random samples and LoadGen's schedules."),
+    logs: Path | None = typer.Option(None, "--logs", callback=output_path, help="Keep LoadGen's logs (mlperf_log_detail.txt, ...) in this directory."),
+    seed: int = typer.Option(0, "--seed", **SEED, help="Seed of random samples and LoadGen's schedules."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Benchmark MODEL under MLPerf LoadGen: calibrate, then run one scenario and report

@@ -1,21 +1,30 @@
 """``zhisuan compare``: accuracy alignment of a candidate model against a reference (SPEC DEP-4).
 
-Exit status: 0 within tolerance, 1 outside tolerance (a CI gate), 2 on error.
+Exit status: 0 within tolerance, 1 outside tolerance (a CI gate) or an error in the inputs, 2 on a
+usage error, as for every command (``zhisuan.cli.app.EXIT_STATUSES``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, print_json, status
-from zhisuan.errors import UserError
+from zhisuan.cli._common import (
+    COUNT,
+    JSON_HELP,
+    SEED,
+    THREADS,
+    console,
+    finite,
+    output_path,
+    print_json,
+    status,
+)
 
-EXIT_WITHIN, EXIT_OUTSIDE, EXIT_ERROR = 0, 1, 2
+EXIT_WITHIN, EXIT_OUTSIDE = 0, 1
 
 
 def compare_cmd(
@@ -28,42 +37,38 @@ def compare_cmd(
     ref_device: str = typer.Option("cpu", "--ref-device", help="Device of REF's runtime."),
     cand_device: str = typer.Option("cpu", "--cand-device", help="Device of CAND's runtime."),
     data: Path | None = typer.Option(None, "--data", help="Inputs: an .npz file or a directory of them."),
-    random: int | None = typer.Option(None, "--random", help="Use N seeded random input batches (default 1)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+    random: int | None = typer.Option(None, "--random", **COUNT, help="Use N seeded random input batches (default 1)."),
+    seed: int = typer.Option(0, "--seed", **SEED, help="Seed of the random inputs."),
     layerwise: bool = typer.Option(False, "--layerwise", help="Pair intermediate tensors; report each layer's own and carried error and the first divergent node."),
-    atol: float = typer.Option(1e-4, "--atol", help="Absolute tolerance: |cand - ref| <= atol + rtol*|ref|."),
-    rtol: float = typer.Option(1e-3, "--rtol", help="Relative tolerance."),
-    min_cosine: float = typer.Option(0.999, "--min-cosine", help="Lowest acceptable cosine similarity."),
-    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads per runtime (default: the runtime's)."),
-    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report here."),
+    atol: float = typer.Option(1e-4, "--atol", min=0, callback=finite, help="Absolute tolerance: |cand - ref| <= atol + rtol*|ref|."),
+    rtol: float = typer.Option(1e-3, "--rtol", min=0, callback=finite, help="Relative tolerance."),
+    min_cosine: float = typer.Option(0.999, "--min-cosine", min=-1.0, max=1.0, callback=finite, help="Lowest acceptable cosine similarity."),
+    threads: int | None = typer.Option(None, "--threads", **THREADS, help="Intra-op threads per runtime (default: the runtime's)."),
+    html: Path | None = typer.Option(None, "--html", callback=output_path, help="Also write a self-contained HTML report here."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compare CAND with REF on the same inputs: per output cosine, max abs/rel error, top-1;
     with --layerwise, the first node whose own error is outside tolerance.
 
-    Exit status: 0 within tolerance, 1 outside, 2 on error.
+    Exit status: 0 within tolerance, 1 outside (or an error in the inputs), 2 usage error.
 
     Example:  zhisuan compare minilm-l6 minilm-int8.onnx --layerwise --min-cosine 0.99 --atol 0.05 --json
     """
-    try:
-        from zhisuan.compare import CompareConfig, compare_models
+    from zhisuan.compare import CompareConfig, compare_models
 
-        config = CompareConfig(
-            ref_runtime=ref_runtime, cand_runtime=cand_runtime,
-            ref_precision=ref_precision, cand_precision=cand_precision,
-            ref_device=ref_device, cand_device=cand_device,
-            data=str(data) if data is not None else None, random=random, seed=seed,
-            layerwise=layerwise, atol=atol, rtol=rtol, min_cosine=min_cosine, threads=threads,
-        )
-        with status("comparing", enabled=not json_out):
-            result = compare_models(ref, cand, config)
-        if html is not None:
-            from zhisuan.compare.html import write_html
+    config = CompareConfig(
+        ref_runtime=ref_runtime, cand_runtime=cand_runtime,
+        ref_precision=ref_precision, cand_precision=cand_precision,
+        ref_device=ref_device, cand_device=cand_device,
+        data=str(data) if data is not None else None, random=random, seed=seed,
+        layerwise=layerwise, atol=atol, rtol=rtol, min_cosine=min_cosine, threads=threads,
+    )
+    with status("comparing", enabled=not json_out):
+        result = compare_models(ref, cand, config)
+    if html is not None:
+        from zhisuan.compare.html import write_html
 
-            write_html(result, html)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_ERROR) from None
+        write_html(result, html)
     if json_out:
         print_json(_finite(result.to_dict()))
     else:

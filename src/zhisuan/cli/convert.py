@@ -6,19 +6,19 @@ from pathlib import Path
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, print_json, status
+from zhisuan.cli._common import JSON_HELP, console, finite, opset, output_path, print_json, status
 
 
 def convert_cmd(
     source: str = typer.Argument(..., help="ONNX file, zoo model name, or PyTorch factory package.module:function."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output file: .onnx, .ort, .xml (OpenVINO IR) or .engine."),
+    out: Path = typer.Option(..., "-o", "--out", callback=output_path, help="Output file: .onnx, .ort, .xml (OpenVINO IR) or .engine."),
     to: str | None = typer.Option(None, "--to", help="onnx, ort, openvino or tensorrt (default: from -o's suffix)."),
-    opset: int | None = typer.Option(None, "--opset", help="ONNX opset (torch default 18; ONNX sources keep theirs)."),
+    opset: int | None = typer.Option(None, "--opset", callback=opset, help="ONNX opset (torch default 18; ONNX sources keep theirs)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Make axis 0 of inputs and outputs dynamic."),
     exporter: str = typer.Option("auto", "--exporter", help="Torch exporter: auto (dynamo, then legacy), dynamo, legacy."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Factory input name:1x3x224x224[:dtype] (repeatable)."),
     data: Path | None = typer.Option(None, "--data", help=".npz file or directory of check inputs (ONNX sources)."),
-    tolerance: float = typer.Option(1e-4, "--tolerance", help="Pass if max abs error <= this x max(1, max |output|)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", min=0, callback=finite, help="Pass if max abs error <= this x max(1, max |output|)."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Keep a result that fails the check (exit 0, status mismatch)."),
     ort_level: str = typer.Option("extended", "--ort-level", help="--to ort: extended (ORT-only fusions) or basic (plain ONNX)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, err_console, fmt_bytes, print_json, to_jsonable
+from zhisuan.cli._common import JSON_HELP, console, err_console, fmt_bytes, positive, print_json, to_jsonable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -74,11 +74,11 @@ def info_cmd(
 
 @app.command("monitor")
 def monitor_cmd(
-    interval: float = typer.Option(1.0, "--interval", "-i", help="Seconds between samples."),
+    interval: float = typer.Option(1.0, "--interval", "-i", callback=positive, help="Seconds between samples."),
     once: bool = typer.Option(False, "--once", help="Take one sample (over one interval), print it, exit."),
-    duration: float | None = typer.Option(None, "--duration", "-d", help="Stop after this many seconds."),
+    duration: float | None = typer.Option(None, "--duration", "-d", callback=positive, help="Stop after this many seconds."),
     prometheus: int | None = typer.Option(
-        None, "--prometheus", help="Also serve the samples as Prometheus metrics on this port (0: any free)."
+        None, "--prometheus", min=0, max=65535, help="Also serve the samples as Prometheus metrics on this port (0: any free)."
     ),
     address: str = typer.Option("127.0.0.1", "--address", help="Address the Prometheus exporter listens on."),
     json_out: bool = typer.Option(

@@ -1,7 +1,8 @@
 """``zhisuan evaluate``: run the accelerator evaluation suite and write report.json + report.html.
 
-Exit status: 0 when no item failed, 1 when some item failed, 2 on a usage error (bad suite,
-unknown device, a directory holding another run), 130 when interrupted (resume with --resume).
+Exit status, as for every command (``zhisuan.cli.app.EXIT_STATUSES``): 0 when no item failed, 1 when
+some item failed or on an error in the inputs (unknown device, a directory holding another run), 2 on
+a usage error (an unknown suite, a value out of range), 130 when interrupted (resume with --resume).
 """
 
 from __future__ import annotations
@@ -15,30 +16,29 @@ from typing import Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
+from zhisuan.cli._common import JSON_HELP, SEED, THREADS, console, err_console, output_path, print_json
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def evaluate_cmd(
     suite: str = typer.Option("quick", "--suite", help="quick (about 10 min on a 2-core CPU), standard or full."),
     device: str | None = typer.Option(None, "--device", help="Device to evaluate, e.g. cpu:0 or cuda:0 (default: the first GPU, else cpu:0)."),
-    out: Path = typer.Option(Path("zhisuan-report"), "-o", "--out", help="Directory for report.json, report.html and saved task results."),
+    out: Path = typer.Option(Path("zhisuan-report"), "-o", "--out", callback=output_path, help="Directory for report.json, report.html and saved task results."),
     resume: bool = typer.Option(False, "--resume", help="Reuse the finished tasks saved in DIR by an interrupted run."),
-    threads: int | None = typer.Option(None, "--threads", help="Threads for the measurements (default: physical cores)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random input."),
+    threads: int | None = typer.Option(None, "--threads", **THREADS, help="Threads for the measurements (default: physical cores)."),
+    seed: int = typer.Option(0, "--seed", **SEED, help="Seed of every random input."),
     only: list[str] | None = typer.Option(None, "--only", help="Run only these clauses or task id prefixes (repeat or comma-separate), e.g. EV-2,EV-5.loadgen."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run the evaluation suite (SPEC EV-1..EV-11) on one device and write DIR/report.json and a
     self-contained DIR/report.html; print a summary per clause.
 
-    Exit status: 0 no item failed, 1 some item failed, 2 usage error, 130 interrupted.
+    Exit status: 0 no item failed, 1 some item failed (or an input error), 2 usage error, 130 interrupted.
 
     Example:  zhisuan evaluate --suite quick --device cpu:0 -o zhisuan-report
     """
     from zhisuan.bench.suite import SuiteConfig, SuiteInterrupted, run_suite
-    from zhisuan.errors import UserError
     from zhisuan.report.html import write_suite_html
 
     patterns = tuple(p.strip() for value in only or [] for p in value.split(",") if p.strip())
@@ -50,9 +50,6 @@ def evaluate_cmd(
         )
         with ui, _stdout_to_stderr(json_out):
             report = write_suite_html(run_suite(config, progress=ui.on_event), out)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_USAGE) from None
     except SuiteInterrupted as exc:
         print(str(exc), file=sys.stderr)
         sys.stdout.flush()

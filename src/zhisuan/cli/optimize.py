@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, fmt_bytes, print_json, status
+from zhisuan.cli._common import (
+    COUNT,
+    JSON_HELP,
+    console,
+    finite,
+    fmt_bytes,
+    opset,
+    output_path,
+    print_json,
+    status,
+)
 
 if TYPE_CHECKING:
     from zhisuan.optimize import OptimizeResult
@@ -15,15 +25,15 @@ if TYPE_CHECKING:
 
 def optimize_cmd(
     model: str | None = typer.Argument(None, help="ONNX file or zoo model name, e.g. ppocr-det."),
-    out: Path | None = typer.Option(None, "-o", "--out", help="Where to write the optimized ONNX file."),
+    out: Path | None = typer.Option(None, "-o", "--out", callback=output_path, help="Where to write the optimized ONNX file."),
     passes: str | None = typer.Option(None, "--passes", help="Comma-separated pass names (default: the target's pipeline)."),
-    opset: int | None = typer.Option(None, "--opset", help="Upgrade the default-domain opset to N first."),
+    opset: int | None = typer.Option(None, "--opset", callback=opset, help="Upgrade the default-domain opset to N first."),
     target: str = typer.Option("onnxruntime", "--target", help="onnxruntime, openvino, tensorrt or onnx (standard ops only)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare outputs with the original on ONNX Runtime."),
     data: Path | None = typer.Option(None, "--data", help="Inputs for verification: a .npz file or a folder of them."),
-    random: int | None = typer.Option(None, "--random", help="Verify with N seeded random input batches."),
-    rtol: float = typer.Option(1e-3, "--rtol", help="Relative tolerance of the verification."),
-    atol: float = typer.Option(1e-4, "--atol", help="Absolute tolerance of the verification."),
+    random: int | None = typer.Option(None, "--random", **COUNT, help="Verify with N seeded random input batches."),
+    rtol: float = typer.Option(1e-3, "--rtol", min=0, callback=finite, help="Relative tolerance of the verification."),
+    atol: float = typer.Option(1e-4, "--atol", min=0, callback=finite, help="Absolute tolerance of the verification."),
     list_passes: bool = typer.Option(False, "--list-passes", help="List the passes and exit."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, fmt_bytes, print_json, status
+from zhisuan.cli._common import JSON_HELP, console, finite, fmt_bytes, output_path, print_json, status
 from zhisuan.errors import UserError
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ def pack_options(
             meta = json.loads(text)
         except ValueError as exc:
             raise UserError(f"--metadata is not valid JSON: {exc}") from None
+        except RecursionError:  # json's parser recurses once per nesting level
+            raise UserError("--metadata is nested too deeply") from None
         if not isinstance(meta, dict):
             raise UserError("--metadata must be a JSON object")
     return {
@@ -110,12 +112,12 @@ def print_package(package: Any, *, verb: str) -> None:
 
 def pack_cmd(
     model: str = typer.Argument(..., help="An ONNX file, OpenVINO IR .xml (with its .bin), or a zoo model name."),
-    out: Path = typer.Option(..., "-o", "--out", help="Package directory to create."),
+    out: Path = typer.Option(..., "-o", "--out", callback=output_path, help="Package directory to create."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the zoo name or the file name)."),
-    version: int = typer.Option(1, "--version", help="Version number written into the package."),
+    version: int = typer.Option(1, "--version", min=1, max=2**31 - 1, help="Version number written into the package."),
     runtime: str | None = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
-    max_batch: int | None = typer.Option(None, "--max-batch", help=MAX_BATCH_HELP),
-    max_delay_ms: float | None = typer.Option(None, "--max-delay-ms", help=MAX_DELAY_HELP),
+    max_batch: int | None = typer.Option(None, "--max-batch", min=1, max=65536, help=MAX_BATCH_HELP),
+    max_delay_ms: float | None = typer.Option(None, "--max-delay-ms", min=0, callback=finite, help=MAX_DELAY_HELP),
     preferred: str | None = typer.Option(None, "--preferred-batch", help=PREFERRED_HELP),
     preprocess: str | None = typer.Option(None, "--preprocess", help=PRE_HELP),
     postprocess: str | None = typer.Option(None, "--postprocess", help=POST_HELP),

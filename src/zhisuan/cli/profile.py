@@ -6,19 +6,19 @@ from pathlib import Path
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, print_json, status
+from zhisuan.cli._common import COUNT, JSON_HELP, THREADS, console, print_json, status
 
 
 def profile_cmd(
     model: str = typer.Argument(..., help="ONNX file or zoo model name."),
     runtime: str = typer.Option("onnxruntime", "--runtime", "-r", help="onnxruntime or openvino."),
-    runs: int = typer.Option(20, "--runs", "-n", help="Timed runs (after the warm-up)."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs."),
-    batch: int = typer.Option(1, "--batch", help="Batch size of the random inputs."),
+    runs: int = typer.Option(20, "--runs", "-n", **COUNT, help="Timed runs (after the warm-up)."),
+    warmup: int = typer.Option(3, "--warmup", min=0, max=10**6, help="Untimed warm-up runs."),
+    batch: int = typer.Option(1, "--batch", min=1, max=65536, help="Batch size of the random inputs."),
     data: Path | None = typer.Option(None, "--data", help=".npz inputs instead of random ones."),
-    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the runtime's)."),
+    threads: int | None = typer.Option(None, "--threads", **THREADS, help="Intra-op threads (default: the runtime's)."),
     ort_optimization: str = typer.Option("all", "--ort-optimization", help="ORT graph level: all, extended, basic, disable."),
-    top: int = typer.Option(15, "--top", help="Rows of the top-operator table."),
+    top: int = typer.Option(15, "--top", min=1, max=10**6, help="Rows of the top-operator table."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Profile a model: top operators by time, FLOPs and bytes, and its place on the roofline.

@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
+from zhisuan.cli._common import (
+    COUNT,
+    JSON_HELP,
+    THREADS,
+    console,
+    err_console,
+    finite,
+    output_path,
+    positive,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from zhisuan.progress import Progress
@@ -18,20 +28,20 @@ if TYPE_CHECKING:
 
 def quantize_cmd(
     model: str = typer.Argument(..., help="ONNX file or zoo model name (e.g. ppocr-rec)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Where to write the quantized model."),
+    out: Path = typer.Option(..., "-o", "--out", callback=output_path, help="Where to write the quantized model."),
     mode: str = typer.Option("auto", "--mode", help="auto (the fastest of static INT8, dynamic INT8 and float that meets the metric budget), int8 (static, QDQ), int8-dynamic, fp16 or bf16."),
     backend: str = typer.Option("onnxruntime", "--runtime", "-r", "--backend", help="Where the model is scored, timed and chosen: onnxruntime or openvino (runs the QDQ model with its int8 kernels). --backend is the old name."),
     calib: Path | None = typer.Option(None, "--data", "--calib", help="Calibration data: a .npz file or a directory of them, keyed by input names (default: a zoo model's realistic calibration inputs). --calib is the old name."),
-    random: int | None = typer.Option(None, "--random", help="Calibrate on N seeded random batches (a poor proxy)."),
+    random: int | None = typer.Option(None, "--random", **COUNT, help="Calibrate on N seeded random batches (a poor proxy)."),
     method: str = typer.Option("minmax", "--method", help="Calibration: minmax, percentile or entropy."),
     per_channel: bool | None = typer.Option(None, "--per-channel/--per-tensor", help="Per-channel weights (default: per channel)."),
     reduce_range: bool | None = typer.Option(None, "--reduce-range/--full-range", help="7-bit INT8 weights (default: on for ONNX Runtime on x86 CPUs without VNNI, whose u8 x s8 kernels saturate 8-bit weights)."),
     metric: str = typer.Option("cosine", "--metric", help="cosine, top1 or zoo:NAME (the zoo task metric)."),
-    max_drop: float | None = typer.Option(None, "--max-drop", help="Tolerated metric drop in percent of the float value; searches layers to keep in float (auto: default 2 for cosine, 1 otherwise)."),
-    time_budget: float = typer.Option(600.0, "--time-budget", help="Seconds for sensitivity analysis and search; the best model so far is always written."),
+    max_drop: float | None = typer.Option(None, "--max-drop", min=0.0, max=100.0, callback=finite, help="Tolerated metric drop in percent of the float value; searches layers to keep in float (auto: default 2 for cosine, 1 otherwise)."),
+    time_budget: float = typer.Option(600.0, "--time-budget", callback=positive, help="Seconds for sensitivity analysis and search; the best model so far is always written."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure and report per-layer sensitivity."),
     exclude: list[str] = typer.Option([], "--exclude", help="Node name to keep in float (repeatable)."),
-    threads: int = typer.Option(2, "--threads", help="Intra-op threads for scoring and timing."),
+    threads: int = typer.Option(2, "--threads", **THREADS, help="Intra-op threads for scoring and timing."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Quantize a model and score it against the float model.

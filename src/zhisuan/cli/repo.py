@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, print_json, status
+from zhisuan.cli._common import JSON_HELP, console, finite, output_path, print_json, status
 from zhisuan.cli.pack import (
     MAX_BATCH_HELP,
     MAX_DELAY_HELP,
@@ -38,13 +38,13 @@ def _repo_option() -> Path:
 @app.command("add")
 def add_cmd(
     model: str = typer.Argument(..., help="An ONNX file, OpenVINO IR .xml (with its .bin), or a zoo model name."),
-    repo: Path = _repo_option(),
+    repo: Path = typer.Option(..., "--repo", envvar="ZHISUAN_REPO", callback=output_path, help=REPO_HELP),
     name: str = typer.Option(..., "--name", help="Model name in the repository."),
-    version: int | None = typer.Option(None, "--version", help="Version to create (default: the next one)."),
+    version: int | None = typer.Option(None, "--version", min=1, max=2**31 - 1, help="Version to create (default: the next one)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing version."),
     runtime: str | None = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
-    max_batch: int | None = typer.Option(None, "--max-batch", help=MAX_BATCH_HELP),
-    max_delay_ms: float | None = typer.Option(None, "--max-delay-ms", help=MAX_DELAY_HELP),
+    max_batch: int | None = typer.Option(None, "--max-batch", min=1, max=65536, help=MAX_BATCH_HELP),
+    max_delay_ms: float | None = typer.Option(None, "--max-delay-ms", min=0, callback=finite, help=MAX_DELAY_HELP),
     preferred: str | None = typer.Option(None, "--preferred-batch", help=PREFERRED_HELP),
     preprocess: str | None = typer.Option(None, "--preprocess", help=PRE_HELP),
     postprocess: str | None = typer.Option(None, "--postprocess", help=POST_HELP),
@@ -112,7 +112,7 @@ def list_cmd(
 @app.command("show")
 def show_cmd(
     name: str = typer.Argument(..., help="Model name in the repository."),
-    version: int | None = typer.Option(None, "--version", help="Version (default: the latest)."),
+    version: int | None = typer.Option(None, "--version", min=1, max=2**31 - 1, help="Version (default: the latest)."),
     repo: Path = _repo_option(),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -138,7 +138,7 @@ def show_cmd(
 @app.command("remove")
 def remove_cmd(
     name: str = typer.Argument(..., help="Model name in the repository."),
-    version: int | None = typer.Option(None, "--version", help="Version to remove (default: every version)."),
+    version: int | None = typer.Option(None, "--version", min=1, max=2**31 - 1, help="Version to remove (default: every version)."),
     repo: Path = _repo_option(),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, print_json
+from zhisuan.cli._common import JSON_HELP, console, finite, output_path, print_json
 
 app = typer.Typer(help="Show evaluation reports and compare them side by side (选型).", no_args_is_help=True)
 
@@ -80,8 +80,8 @@ def show_cmd(
 @app.command("compare")
 def compare_cmd(
     paths: list[Path] = typer.Argument(..., help="Two or more report.json files (or directories holding one); the first is the baseline."),
-    out: Path | None = typer.Option(None, "-o", "--out", help="Also write a self-contained HTML comparison here."),
-    tolerance: float = typer.Option(0.03, "--tolerance", help="Ratios within this fraction of 1 count as the same."),
+    out: Path | None = typer.Option(None, "-o", "--out", callback=output_path, help="Also write a self-contained HTML comparison here."),
+    tolerance: float = typer.Option(0.03, "--tolerance", min=0, callback=finite, help="Ratios within this fraction of 1 count as the same."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compare reports side by side per item: values, ratios against the first report, better/worse

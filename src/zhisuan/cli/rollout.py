@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, print_json
+from zhisuan.cli._common import JSON_HELP, console, finite, positive, print_json
 
 app = typer.Typer(
     help="Gray (canary) release of a served model: weights, promote, rollback, automatic rollback.",
@@ -15,6 +15,20 @@ app = typer.Typer(
 
 SERVER_HELP = "Server URL (the token comes from ZHISUAN_TOKEN)."
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def _server_url(value: str) -> str:
+    """Option callback: an http(s) URL with a host and a valid port, refused before any request."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of 0..65535 or not a number
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise typer.BadParameter(f"{value!r} is not an http(s)://HOST[:PORT] URL")
+    return value
 
 
 def _client(server: str) -> Any:
@@ -27,16 +41,16 @@ def _client(server: str) -> Any:
 def set_cmd(
     name: str = typer.Argument(..., help="Model name on the server."),
     weights: str | None = typer.Option(None, "--weights", help="VERSION=WEIGHT pairs, e.g. 1=80,2=20."),
-    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", help=SERVER_HELP),
+    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", callback=_server_url, help=SERVER_HELP),
     max_error_rate: float | None = typer.Option(
-        None, "--max-error-rate", help="Roll back by itself when a canary's server-error rate exceeds this (0-1)."
+        None, "--max-error-rate", min=0.0, max=1.0, callback=finite, help="Roll back by itself when a canary's server-error rate exceeds this (0-1)."
     ),
     max_p99_ms: float | None = typer.Option(
-        None, "--max-p99-ms", help="Roll back by itself when a canary's p99 latency exceeds this (ms)."
+        None, "--max-p99-ms", callback=positive, help="Roll back by itself when a canary's p99 latency exceeds this (ms)."
     ),
-    window_s: float | None = typer.Option(None, "--window-s", help="Sliding window of the checks, seconds."),
+    window_s: float | None = typer.Option(None, "--window-s", callback=positive, help="Sliding window of the checks, seconds."),
     min_requests: int | None = typer.Option(
-        None, "--min-requests", help="Requests in the window before a canary is judged."
+        None, "--min-requests", min=1, max=10**6, help="Requests in the window before a canary is judged."
     ),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -61,8 +75,8 @@ def set_cmd(
 @app.command("promote")
 def promote_cmd(
     name: str = typer.Argument(..., help="Model name on the server."),
-    version: int = typer.Argument(..., help="The version to send all traffic to."),
-    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", help=SERVER_HELP),
+    version: int = typer.Argument(..., min=1, help="The version to send all traffic to."),
+    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", callback=_server_url, help=SERVER_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Send all of NAME's traffic to VERSION and make that the stable state.
@@ -75,7 +89,7 @@ def promote_cmd(
 @app.command("rollback")
 def rollback_cmd(
     name: str = typer.Argument(..., help="Model name on the server."),
-    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", help=SERVER_HELP),
+    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", callback=_server_url, help=SERVER_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Return NAME's traffic to the stable weights (those before the last change).
@@ -88,7 +102,7 @@ def rollback_cmd(
 @app.command("status")
 def status_cmd(
     name: str = typer.Argument(..., help="Model name on the server."),
-    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", help=SERVER_HELP),
+    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar="ZHISUAN_SERVER", callback=_server_url, help=SERVER_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show NAME's weights, thresholds, per-version counts, error rate, p50/p99 and the event history.

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, err_console, print_json
+from zhisuan.cli._common import JSON_HELP, THREADS, console, err_console, finite, positive, print_json
 from zhisuan.errors import UserError
 
 app = typer.Typer(
@@ -26,11 +26,11 @@ def serve_cmd(
     ctx: typer.Context,
     repo: Path | None = typer.Option(None, "--repo", envvar="ZHISUAN_REPO", help=REPO_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(8000, "--port", help="TCP port (0 picks a free one)."),
-    replicas: int = typer.Option(1, "--replicas", help="Worker replicas per model version (processes when > 1)."),
-    max_batch: int | None = typer.Option(None, "--max-batch", help="Max rows per batch (default: each package's)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0 picks a free one)."),
+    replicas: int = typer.Option(1, "--replicas", min=1, max=1024, help="Worker replicas per model version (processes when > 1)."),
+    max_batch: int | None = typer.Option(None, "--max-batch", min=1, max=65536, help="Max rows per batch (default: each package's)."),
     max_delay_ms: float | None = typer.Option(
-        None, "--max-delay-ms", help="Longest a request waits for its batch to fill (default: each package's)."
+        None, "--max-delay-ms", min=0, callback=finite, help="Longest a request waits for its batch to fill (default: each package's)."
     ),
     engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (Ray Serve; pip install 'zhisuan\\[ray]')."),
     models: list[str] | None = typer.Option(
@@ -38,14 +38,14 @@ def serve_cmd(
     ),
     runtime: str | None = typer.Option(None, "--runtime", help="Runtime backend (default: each package's)."),
     threads: int | None = typer.Option(
-        None, "--threads", help="Intra-op threads per model version (shared by its replicas)."
+        None, "--threads", **THREADS, help="Intra-op threads per model version (shared by its replicas)."
     ),
     concurrency: int | None = typer.Option(
-        None, "--concurrency", help="Batches in flight per model version (default: one per replica)."
+        None, "--concurrency", min=1, max=1024, help="Batches in flight per model version (default: one per replica)."
     ),
-    max_queue: int = typer.Option(256, "--max-queue", help="Requests waiting per model version before 429."),
-    timeout_s: float = typer.Option(30.0, "--timeout-s", help="Request timeout in seconds (504 after it)."),
-    max_payload_mb: float = typer.Option(64.0, "--max-payload-mb", help="Largest request body in MiB (413 above)."),
+    max_queue: int = typer.Option(256, "--max-queue", min=1, max=10**6, help="Requests waiting per model version before 429."),
+    timeout_s: float = typer.Option(30.0, "--timeout-s", callback=positive, help="Request timeout in seconds (504 after it)."),
+    max_payload_mb: float = typer.Option(64.0, "--max-payload-mb", callback=positive, help="Largest request body in MiB (413 above)."),
     log_dir: Path | None = typer.Option(None, "--log-dir", help="Request logs directory (default: REPO/logs)."),
     telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry", help="Export device telemetry in /metrics."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every HTTP request to stderr too."),
@@ -122,7 +122,7 @@ def logs_cmd(
     model: str | None = typer.Option(None, "--model", help="Only this model."),
     since: str | None = typer.Option(None, "--since", help="ISO time or an age: 30s, 10m, 2h, 1d."),
     status_code: str | None = typer.Option(None, "--status", help="A status code (429) or class (5xx)."),
-    limit: int = typer.Option(50, "--limit", help="Show the newest N matching requests."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10**6, help="Show the newest N matching requests."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Query the server's structured request logs (one JSON line per request).

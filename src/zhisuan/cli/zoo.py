@@ -6,7 +6,18 @@ from pathlib import Path
 
 import typer
 
-from zhisuan.cli._common import JSON_HELP, console, fmt_bytes, print_json, status
+from zhisuan.cli._common import (
+    COUNT,
+    JSON_HELP,
+    SEED,
+    THREADS,
+    console,
+    fmt_bytes,
+    opset,
+    output_path,
+    print_json,
+    status,
+)
 
 app = typer.Typer(
     help="Real pretrained models from PyPI packages, and seeded reference architectures.",
@@ -78,8 +89,8 @@ def show_cmd(
 @app.command("export")
 def export_cmd(
     name: str = typer.Argument(..., help="Zoo model name, e.g. efficientnet-lite0."),
-    out: Path | None = typer.Option(None, "-o", "--out", help="Also copy the ONNX file here."),
-    opset: int | None = typer.Option(None, "--opset", help="ONNX opset for models exported from PyTorch."),
+    out: Path | None = typer.Option(None, "-o", "--out", callback=output_path, help="Also copy the ONNX file here."),
+    opset: int | None = typer.Option(None, "--opset", callback=opset, help="ONNX opset for models exported from PyTorch."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a verified cached file exists."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -105,9 +116,9 @@ def eval_cmd(
     model: Path | None = typer.Option(None, "--model", help="Score this ONNX file (e.g. a quantized copy) instead."),
     runtime: str = typer.Option("onnxruntime", "--runtime", "-r", help="onnxruntime, openvino or torch."),
     device: str = typer.Option("cpu", "--device", help="Device for the runtime, e.g. cpu or cuda:0."),
-    samples: int | None = typer.Option(None, "--samples", "-n", help="Evaluation set size (default: the model's)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated evaluation set."),
-    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the runtime's)."),
+    samples: int | None = typer.Option(None, "--samples", "-n", **COUNT, help="Evaluation set size (default: the model's)."),
+    seed: int = typer.Option(0, "--seed", **SEED, help="Seed of the generated evaluation set."),
+    threads: int | None = typer.Option(None, "--threads", **THREADS, help="Intra-op threads (default: the runtime's)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compute the model's task metric on its offline evaluation set.

@@ -36,7 +36,7 @@ from zhisuan.compare.layerwise import run_layerwise
 from zhisuan.compare.metrics import AgreementAccumulator
 from zhisuan.compare.results import CompareConfig, CompareResult, Measurement, ModelSide, OutputResult
 from zhisuan.compare.sides import add_checked, cast_feeds, load_side, pair_outputs
-from zhisuan.errors import UserError
+from zhisuan.errors import UsageError, UserError
 
 __all__ = ["compare_models"]
 
@@ -96,9 +96,12 @@ def compare_models(
 
 def _check_config(config: CompareConfig) -> None:
     if not (config.atol >= 0 and config.rtol >= 0):
-        raise UserError(f"--atol and --rtol must be >= 0, got {config.atol} and {config.rtol}")
+        raise UsageError(f"--atol and --rtol must be >= 0, got {config.atol} and {config.rtol}")
     if not -1.0 <= config.min_cosine <= 1.0:
-        raise UserError(f"--min-cosine must be between -1 and 1, got {config.min_cosine}")
+        raise UsageError(f"--min-cosine must be between -1 and 1, got {config.min_cosine}")
+    for name, value in (("--threads", config.threads), ("--random", config.random)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be >= 1, got {value}")
 
 
 def _check_inputs(ref_model: Any, cand_model: Any) -> None:

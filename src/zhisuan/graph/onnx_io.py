@@ -19,10 +19,13 @@ def load_model(path: str | Path, *, load_external_data: bool = True) -> Any:
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
     try:
-        return onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:  # DecodeError, OSError, ... for a file that is not ONNX
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read ONNX model {path}: {first}") from None
+    if not model.HasField("graph"):  # an empty file parses as an empty ModelProto
+        raise UserError(f"cannot read ONNX model {path}: it holds no graph")
+    return model
 
 
 def save_model(model: Any, path: str | Path) -> Path:

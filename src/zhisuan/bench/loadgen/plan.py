@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from zhisuan.bench.loadgen.mllog import LoadGenSummary, _queries_needed
-from zhisuan.errors import UserError
+from zhisuan.errors import UsageError, UserError
 from zhisuan.results import Record
 
 if TYPE_CHECKING:  # the calibration runs a LoadGen probe with a plan, so it imports this module
@@ -58,7 +58,7 @@ class Scenario(enum.StrEnum):
         try:
             return cls(str(value).lower())
         except ValueError:
-            raise UserError(f"unknown scenario {value!r}; choose one of: {', '.join(cls)}") from None
+            raise UsageError(f"unknown scenario {value!r}; choose one of: {', '.join(cls)}") from None
 
     @property
     def loadgen_name(self) -> str:
