@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,3 +14,18 @@ def _zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["ZHISUAN_CACHE_DIR"] = os.environ["ZHISUAN_TEST_CACHE_DIR"]
     else:
         os.environ["ZHISUAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("zhisuan-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_zhisuan_loggers() -> Iterator[None]:
+    """Commands run in-process (``zhisuan serve`` configures its own handler and stops propagation)
+    must not change logging for the tests after them."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("zhisuan", "zhisuan.serve")]
+    saved = [(list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate

@@ -202,6 +202,8 @@ def _package(root: Path) -> ModelRef:
         model_file = str(data["model_file"])
         digest = str(data["checksums"][model_file])
         source = data.get("metadata", {}).get("source", {})
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise UserError(f"{manifest_path} nests deeper than a manifest can; refusing to read it") from None
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{manifest_path} is not a zhisuan package manifest ({type(exc).__name__}: {exc})") from None
     model = (root / model_file).resolve()

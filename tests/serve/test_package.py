@@ -346,3 +346,16 @@ def test_batching_values_are_bounded() -> None:
         with pytest.raises(UserError, match=r"max batch size|max queue delay") as exc:
             BatchingConfig(**bad)
         assert "\n" not in str(exc.value) and len(str(exc.value)) < 200
+
+
+def test_a_deeply_nested_manifest_is_a_user_error(tmp_path: Path) -> None:
+    from zhisuan.errors import UserError
+    from zhisuan.inputs import resolve
+    from zhisuan.serve.package import load_package
+
+    root = tmp_path / "pkg"
+    root.mkdir()
+    (root / "manifest.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    for read in (load_package, resolve):
+        with pytest.raises(UserError, match="nests deeper"):
+            read(root)

@@ -455,6 +455,8 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[PackageManifest, dict[s
         raise UserError(f"{manifest_path} is larger than {_MAX_MANIFEST_BYTES >> 20} MiB; refusing to read it")
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise UserError(f"{manifest_path} nests deeper than a manifest can; refusing to read it") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"{manifest_path} is not valid JSON: {exc}") from None
     manifest = PackageManifest.from_dict(data)

@@ -201,6 +201,8 @@ def parse_steps(text: str | None, *, what: str) -> list[dict[str, Any]]:
         source = str(path)
     try:
         value = json.loads(text)
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise UserError(f"{what}: the JSON in {source} nests too deeply") from None
     except ValueError as exc:
         raise UserError(f"{what}: not valid JSON in {source}: {exc}") from None
     if isinstance(value, dict):
