@@ -82,7 +82,8 @@ def _binary_request() -> tuple[bytes, dict[str, str]]:
     return head + b"".join(blobs), {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
-def _check_json_echo(reply: httpx.Response) -> None:
+def _check_json_echo(reply: httpx.Response) -> set[str]:
+    """The datatypes that came back equal to what was sent (any difference fails here)."""
     assert reply.status_code == 200, reply.text
     got = {o["name"]: o for o in reply.json()["outputs"]}
     for entry in _json_request()["inputs"]:
@@ -94,9 +95,10 @@ def _check_json_echo(reply: httpx.Response) -> None:
                                           np.array(values, dtype=DATATYPES[Datatype(dt)]))
         else:
             assert out["data"] == values, (dt, out["data"])
+    return {entry["datatype"] for entry in _json_request()["inputs"]}
 
 
-def _check_binary_echo(reply: httpx.Response) -> None:
+def _check_binary_echo(reply: httpx.Response) -> set[str]:
     assert reply.status_code == 200, reply.text
     size = int(reply.headers[HEADER_LENGTH])
     header, binary = json.loads(reply.content[:size]), reply.content[size:]
@@ -112,6 +114,7 @@ def _check_binary_echo(reply: httpx.Response) -> None:
             assert decode_bytes_tensor(blob, array.size).tolist() == array.tolist()
         else:
             assert blob == array.tobytes(), dt  # bit for bit
+    return {dt for dt in _arrays() if f"out_{dt.lower()}" in got}
 
 
 @pytest.fixture(scope="module")
@@ -139,22 +142,25 @@ def ray_env() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _serve_and_echo(repo: Path, **options: Any) -> None:
+def _serve_and_echo(repo: Path, **options: Any) -> list[set[str]]:
+    """Each reply's echoed datatypes: three JSON and three binary requests."""
     config = ServerConfig(repo=repo, threads=1, telemetry=False, request_log=False, max_queue_delay_ms=1.0,
                           **options)
     with running_server(config, start_timeout_s=180) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         body, headers = _binary_request()
+        echoed = []
         for _ in range(3):  # each replica, most likely
-            _check_json_echo(c.post("/v2/models/echo/infer", json=_json_request()))
-            _check_binary_echo(c.post("/v2/models/echo/infer", content=body, headers=headers))
+            echoed.append(_check_json_echo(c.post("/v2/models/echo/infer", json=_json_request())))
+            echoed.append(_check_binary_echo(c.post("/v2/models/echo/infer", content=body, headers=headers)))
+    return echoed
 
 
 def test_every_datatype_in_process(repo: Path) -> None:
-    _serve_and_echo(repo, replicas=1)
+    assert _serve_and_echo(repo, replicas=1) == [set(CASES)] * 6
 
 
 def test_every_datatype_through_replicas(repo: Path) -> None:
-    _serve_and_echo(repo, replicas=2)
+    assert _serve_and_echo(repo, replicas=2) == [set(CASES)] * 6
 
 
 @pytest.mark.slow
