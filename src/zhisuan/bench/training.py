@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -47,6 +48,8 @@ from zhisuan.bench.schema import Item
 from zhisuan.bench.tasks import EvalContext, task
 from zhisuan.errors import BackendUnavailableError, InternalError, UserError
 from zhisuan.results import Record
+
+_log = logging.getLogger(__name__)
 
 CLAUSE = "EV-6"
 TARGET_ACCURACY = 0.95
@@ -435,17 +438,23 @@ def run_ddp(config: DdpConfig, work_dir: Path) -> DdpRun:
     try:
         for rank in range(config.world_size):
             spec = {**config.to_dict(), "rank": rank, "store": str(store), "result": str(result_path),
-                    "data": str(data_path)}
+                    "data": str(data_path), "done": str(scratch / f"rank{rank}.done")}
             log = scratch / f"rank{rank}.log"
             with open(log, "wb") as fh:
                 proc = subprocess.Popen(child_command(_RANK, json.dumps(spec)), stdout=fh,
                                         stderr=subprocess.STDOUT, env=child_env(env))
             procs.append((proc, log))
         deadline = t0 + config.timeout_s
+
+        def failures() -> list[tuple[int, int, Path]]:
+            # a rank that passed the final barrier (its done marker exists) has measured everything; gloo
+            # can still abort in its own teardown ("terminate called without an active exception", a
+            # known torch.distributed race at exit), which must not throw the measurement away
+            return [(i, p.returncode, log) for i, (p, log) in enumerate(procs)
+                    if p.returncode not in (None, 0) and not (scratch / f"rank{i}.done").is_file()]
+
         while any(proc.poll() is None for proc, _ in procs):
-            # one rank that dies leaves the others waiting in a collective: stop them all at once
-            failed = [(i, p.returncode, log) for i, (p, log) in enumerate(procs) if p.returncode not in (None, 0)]
-            if failed:
+            if failures():  # one rank that dies leaves the others waiting in a collective: stop them all
                 break
             if time.monotonic() > deadline:
                 raise UserError(
@@ -454,12 +463,16 @@ def run_ddp(config: DdpConfig, work_dir: Path) -> DdpRun:
                 )
             time.sleep(0.05)
         wall = time.monotonic() - t0
-        failed = [(i, p.returncode, log) for i, (p, log) in enumerate(procs) if p.returncode not in (None, 0)]
+        failed = failures()
         if failed:
             rank, code, log = failed[0]
             lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
             why = " | ".join(ln[:200] for ln in lines[-3:]) or "(no output)"
             raise UserError(f"DDP rank {rank} of {config.world_size} exited with status {code}: {why}")
+        for i, (proc, _) in enumerate(procs):
+            if proc.returncode != 0:
+                _log.warning("DDP rank %d exited with status %d after its last collective (a teardown crash "
+                             "in torch.distributed); its measurements are complete", i, proc.returncode)
         if not result_path.is_file():
             raise InternalError("the DDP workers exited cleanly but wrote no result")
         result = json.loads(result_path.read_text(encoding="utf-8"))
