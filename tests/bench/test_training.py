@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -91,6 +92,34 @@ def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     assert len(run.samples_per_s) == 2 and all(r > 0 for r in run.samples_per_s)
     assert len(run.per_rank_s) == 2
     assert list(tmp_path.iterdir()) == []  # the scratch directory is removed
+
+
+_FAKE_RANK = """
+import json, os, sys
+from pathlib import Path
+spec = json.loads(sys.argv[1])
+if spec["rank"] == 0:
+    Path(spec["result"]).write_text(json.dumps({"samples_per_s": [1.0, 2.0], "per_rank_s": [0.5, 0.5]}))
+if MARK_DONE:
+    Path(spec["done"]).touch()
+os.abort()  # as gloo's 'terminate called without an active exception' does at exit
+"""
+
+
+@pytest.mark.parametrize("mark_done", [True, False])
+def test_ddp_rank_aborting_in_teardown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mark_done: bool) -> None:
+    # CI once lost a finished two-rank run to gloo aborting one rank at exit; a rank that aborts
+    # after its last barrier keeps the run, one that aborts before it is still an error
+    script = _FAKE_RANK.replace("MARK_DONE", str(mark_done))
+    monkeypatch.setattr(training, "child_command", lambda _module, *args: [sys.executable, "-c", script, *args])
+    config = training.DdpConfig(world_size=2, backend="gloo", device_kind="cpu", threads_per_process=1,
+                                steps_per_window=2, windows=2, warmup_steps=1, timeout_s=60)
+    if mark_done:
+        run = training.run_ddp(config, tmp_path)
+        assert run.samples_per_s == (1.0, 2.0) and run.per_rank_s == (0.5, 0.5)
+    else:
+        with pytest.raises(UserError, match="DDP rank [01] of 2 exited with status -6"):
+            training.run_ddp(config, tmp_path)
 
 
 def test_ddp_runs_from_a_relative_work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
