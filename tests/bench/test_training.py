@@ -118,7 +118,7 @@ def test_ddp_rank_aborting_in_teardown(tmp_path: Path, monkeypatch: pytest.Monke
         run = training.run_ddp(config, tmp_path)
         assert run.samples_per_s == (1.0, 2.0) and run.per_rank_s == (0.5, 0.5)
     else:
-        with pytest.raises(UserError, match="DDP rank [01] of 2 exited with status -6"):
+        with pytest.raises(UserError, match=r"DDP rank [01] of 2 exited with status -6"):
             training.run_ddp(config, tmp_path)
 
 
