@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import subprocess
@@ -13,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from busy_helpers import foreign_busy
 
 from zhisuan.bench.interference import (
     CpuTimes,
@@ -28,55 +28,9 @@ from zhisuan.bench.interference import (
 
 pytestmark = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc")
 
-# A busy loop on every core we may use, started as a daemon (double fork, new session) so that it
-# is not in our process tree: another job on the machine.
-_FOREIGN_BUSY = """
-import os, sys, time
-if os.fork():
-    sys.exit(0)
-os.setsid()
-cpus = sorted(os.sched_getaffinity(0))
-for cpu in cpus[1:]:
-    if os.fork() == 0:
-        cpus = [cpu]
-        break
-else:
-    cpus = cpus[:1]
-os.sched_setaffinity(0, set(cpus))
-with open(sys.argv[2], "a") as f:
-    f.write("%d\\n" % os.getpid())
-deadline = time.time() + float(sys.argv[1])
-while time.time() < deadline:
-    pass
-"""
-
-
-def _start_foreign_busy(seconds: float, pid_file: Path) -> list[int]:
-    subprocess.run([sys.executable, "-c", _FOREIGN_BUSY, str(seconds), str(pid_file)], check=True, timeout=10,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        pids = [int(p) for p in pid_file.read_text().split()] if pid_file.exists() else []
-        if len(pids) == len(os.sched_getaffinity(0)):
-            return pids
-        time.sleep(0.05)  # the forked loops write their pid once they run
-    return pids
-
-
-def _kill(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-
-
 def test_a_busy_loop_of_another_process_on_every_core_reads_as_disturbed(tmp_path: Path) -> None:
-    pids = _start_foreign_busy(6.0, tmp_path / "pids")
-    try:
-        time.sleep(0.2)
-        with InterferenceSampler(0.1) as sampler:
-            time.sleep(1.5)
-    finally:
-        _kill(pids)
+    with foreign_busy(6.0, tmp_path / "pids"), InterferenceSampler(0.1) as sampler:
+        time.sleep(1.5)
     r = sampler.result
     assert r is not None
     assert r.verdict == "disturbed", r
