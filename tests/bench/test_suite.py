@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from zhisuan.bench import suite as suite_mod
+from zhisuan.bench.interference import Interference
 from zhisuan.bench.schema import Item, load_report, validate_report
 from zhisuan.bench.suite import (
     PartialStore,
@@ -85,9 +86,35 @@ def fake_tasks(calls: Calls) -> dict[str, Task]:
     return {t.id: t for t in tasks}
 
 
-def run(tmp_path: Path, tasks: dict[str, Task], events: list[SuiteEvent] | None = None, **config: Any) -> Any:
-    cfg = SuiteConfig(out_dir=tmp_path / "out", telemetry=config.pop("telemetry", False), **config)
-    report = run_suite(cfg, progress=events.append if events is not None else None, tasks=tasks, devices=devices())
+class FakeSampler:
+    """An interference sampler that reads the same verdict every time (the real machine is shared)."""
+
+    def __init__(self, verdict: str = "quiet", other: float = 0.02) -> None:
+        self.verdict, self.other = verdict, other
+        self.started = self.stopped = 0
+
+    def __call__(self) -> FakeSampler:  # the factory run_suite calls, once per task and for the check
+        return self
+
+    def start(self) -> FakeSampler:
+        self.started += 1
+        return self
+
+    def stop(self) -> Interference:
+        self.stopped += 1
+        reasons = (f"other processes took {self.other:.0%} of 2 core(s) (threshold 25%)",) \
+            if self.verdict == "disturbed" else ()
+        return Interference(verdict=self.verdict, reasons=reasons, duration_s=1.0, samples=4, cpus=2,  # type: ignore[arg-type]
+                            other_cpu_share=self.other, other_cpu_share_max=self.other, own_cpu_share=0.5,
+                            steal_share=0.0, load1_max=2.5)
+
+
+def run(tmp_path: Path, tasks: dict[str, Task], events: list[SuiteEvent] | None = None,
+        sampler: FakeSampler | None = None, **config: Any) -> Any:
+    cfg = SuiteConfig(out_dir=tmp_path / "out", telemetry=config.pop("telemetry", False),
+                      quiet_check_s=config.pop("quiet_check_s", 0.0), **config)
+    report = run_suite(cfg, progress=events.append if events is not None else None, tasks=tasks, devices=devices(),
+                       interference=sampler or FakeSampler())
     return write_suite_html(report, cfg.out_dir)
 
 
@@ -318,3 +345,70 @@ def test_a_real_gpu_is_the_default_device_and_its_record_comes_from_nvml(tmp_pat
     assert by_id["EV-1.device.cores"].unit == "SMs" and by_id["EV-1.device.cores"].value > 0
     assert report.environment["drivers"]["nvidia"]
     assert report.telemetry["device"] == "cuda:0" and report.telemetry["points"] > 0
+
+
+def test_a_failure_under_interference_is_disturbed_not_a_device_failure(tmp_path: Path) -> None:
+    calls = Calls()
+    events: list[SuiteEvent] = []
+
+    def slow_loadgen(ctx: EvalContext) -> list[Any]:
+        return [Item.failed("EV-5.m.server", "EV-5", "Server QPS", reason="LoadGen result INVALID", value=12.5,
+                            unit="queries/s", method="fake LoadGen"),
+                Item.failed("EV-5.m.accuracy", "EV-5", "Accuracy", reason="0.5 below the reference", value=0.2,
+                            unit="fraction", method="fake", details={"timed": False})]
+
+    def wrong_results(ctx: EvalContext) -> list[Any]:
+        return [Item.failed("EV-8.zoo.m", "EV-8", "Results", reason="wrong results", method="fake")]
+
+    tasks = {t.id: t for t in (make_task("EV-2.a", calls.passing("EV-2.a")), make_task("EV-5.m", slow_loadgen),
+                               make_task("EV-8.m", wrong_results), make_task("EV-4.raise", fake_tasks(calls)["EV-4.raise"].run))}
+    sampler = FakeSampler("disturbed", other=0.6)
+    report = run(tmp_path, tasks, events, sampler=sampler, quiet_check_s=0.01)
+    by_id = {i.id: i for i in report.items}
+    server = by_id["EV-5.m.server"]
+    assert server.status == "disturbed" and server.value == 12.5  # the figure is kept
+    assert server.reason.startswith("LoadGen result INVALID — measured while the machine was disturbed")
+    assert server.interference["verdict"] == "disturbed" and server.interference["other_cpu_share"] == 0.6
+    # a check no other job can change stays a fail: wrong results, an accuracy drop, a crash
+    assert by_id["EV-5.m.accuracy"].status == "fail" and by_id["EV-8.zoo.m"].status == "fail"
+    assert by_id["EV-8.zoo.m"].interference is None  # not a timed item
+    assert by_id["EV-4.raise"].status == "fail" and by_id["EV-4.raise"].interference["verdict"] == "disturbed"
+    assert by_id["EV-2.a.x"].status == "pass" and by_id["EV-2.a.x"].interference["verdict"] == "disturbed"
+    assert report.summary["counts"]["disturbed"] == 1
+    assert report.summary["clauses"]["EV-5"] == {"pass": 0, "fail": 1, "skip": 0, "disturbed": 1}
+    # the quiet check before the first task warned, and is in the report
+    warnings = [e for e in events if e.kind == "warning"]
+    assert len(warnings) == 1 and "not quiet" in warnings[0].text and "60%" in warnings[0].text
+    assert report.interference["verdict"] == "disturbed"
+    assert sampler.started == sampler.stopped == 1 + len(tasks)
+    tasks_summary = {t["id"]: t for t in report.summary["tasks"]}
+    assert tasks_summary["EV-5.m"]["interference"]["verdict"] == "disturbed"
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert validate_report(data) == []
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert '<tr class="disturbed" id="EV-5.m.server">' in html and "1 disturbed</span>" in html
+    assert 'class="interference disturbed">interference: disturbed — other processes 60% of 2 core(s)' in html
+    assert "The machine was not quiet when the run started" in html
+    assert "measured while the machine was disturbed" in html
+
+
+def test_a_quiet_machine_keeps_failures_and_gives_no_warning(tmp_path: Path) -> None:
+    events: list[SuiteEvent] = []
+    report = run(tmp_path, fake_tasks(Calls()), events, quiet_check_s=0.01)
+    assert {i.id: i for i in report.items}["EV-9.check"].status == "fail"
+    assert report.summary["counts"]["disturbed"] == 0
+    assert not [e for e in events if e.kind == "warning"] and report.interference["verdict"] == "quiet"
+
+
+def test_resume_measures_a_disturbed_task_again(tmp_path: Path) -> None:
+    calls = Calls()
+
+    def flaky(ctx: EvalContext) -> list[Any]:
+        calls.count["EV-5.m"] = calls.count.get("EV-5.m", 0) + 1
+        return [Item.failed("EV-5.m.server", "EV-5", "Server QPS", reason="INVALID", method="fake")]
+
+    tasks = {t.id: t for t in (make_task("EV-2.a", calls.passing("EV-2.a")), make_task("EV-5.m", flaky))}
+    run(tmp_path, tasks, sampler=FakeSampler("disturbed", other=0.6))
+    again = run(tmp_path, tasks, resume=True)
+    assert calls.count == {"EV-2.a": 1, "EV-5.m": 2}
+    assert {i.id: i.status for i in again.items}["EV-5.m.server"] == "fail"  # quiet now: a real failure

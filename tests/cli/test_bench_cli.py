@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from busy_helpers import foreign_busy
 from loadgen_helpers import mlp_onnx
 
 pytest.importorskip("mlperf_loadgen")
@@ -35,6 +36,21 @@ def test_offline_json(tiny: Path, tmp_path: Path) -> None:
     assert data["threads"] == 1 and data["runtime"]["runtime"] == "onnxruntime"
     assert data["settings"]["offline_expected_qps"] > 0 and data["calibration"]["timings"][0]["batch"] == 1
     assert (tmp_path / "logs" / "offline-attempt1" / "mlperf_log_summary.txt").is_file()
+    # the machine was sampled before and during the run
+    assert data["quiet_check"]["verdict"] in ("quiet", "disturbed") and data["quiet_check"]["duration_s"] >= 0.5
+    assert data["interference"]["verdict"] in ("quiet", "disturbed") and data["interference"]["samples"] >= 2
+
+
+def test_a_busy_machine_is_warned_about_and_recorded(tiny: Path, tmp_path: Path) -> None:
+    with foreign_busy(30.0, tmp_path / "pids"):
+        proc = _zhisuan("bench", str(tiny), "--scenario", "offline", "--duration", "1", "--threads", "1",
+                        "--random", "16", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the machine is not quiet (other processes took" in proc.stderr
+    data = json.loads(proc.stdout)  # stdout stays JSON
+    assert data["quiet_check"]["verdict"] == "disturbed"
+    assert data["interference"]["verdict"] == "disturbed" and data["interference"]["other_cpu_share"] >= 0.25
+    assert any(n.startswith("measured while the machine was disturbed") for n in data["notes"])
 
 
 def test_singlestream_table(tiny: Path) -> None:
@@ -42,6 +58,7 @@ def test_singlestream_table(tiny: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "VALID" in proc.stdout and "p99 latency (ms)" in proc.stdout
     assert "not an official MLPerf result" in proc.stdout
+    assert "interference during the run" in proc.stdout
 
 
 @pytest.mark.parametrize(

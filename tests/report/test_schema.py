@@ -45,7 +45,7 @@ def test_round_trip_through_json_file(tmp_path: Path) -> None:
     assert again.items == report.items and again.environment == report.environment
     assert again.telemetry == report.telemetry and again.finished_at == report.finished_at
     assert again.items[0].ratio_to_reference == pytest.approx(120.5 / 150.0)
-    assert again.summary["counts"] == {"pass": 1, "fail": 1, "skip": 1}  # computed when it was written
+    assert again.summary["counts"] == {"pass": 1, "fail": 1, "skip": 1, "disturbed": 0}  # computed when it was written
     assert again.to_dict() == report.to_dict()
     assert again.device_name == "Test CPU"
 

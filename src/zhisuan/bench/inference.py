@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from zhisuan.bench.interference import Interference, InterferenceSampler, gpus_of
 from zhisuan.bench.loadgen import (
     SCENARIOS,
     BatchRunner,
@@ -255,6 +256,7 @@ def bench_scenarios(
     accuracy: bool = False,
     seed: int = 0,
     window: Callable[[str], AbstractContextManager[Any] | None] | None = None,
+    before_measuring: Callable[[], None] | None = None,
     progress: Progress = no_progress,
 ) -> ModelBench:
     """Calibrate ``model`` once and run each of ``scenarios`` under LoadGen (see :func:`bench_model`).
@@ -262,6 +264,9 @@ def bench_scenarios(
     ``window(scenario)`` may return a context manager (e.g. an EV-7 energy window) that wraps
     each performance run of that scenario; the reported run's window is in ``windows``.
     With ``accuracy`` (a zoo model with an evaluation set), an AccuracyOnly pass follows.
+    ``before_measuring()`` is called once the model and its samples are ready, before the first
+    timed run (``zhisuan bench`` checks there that the machine is quiet). Each scenario's result
+    records the interference during its runs (:mod:`zhisuan.bench.interference`).
     """
     if not scenarios:
         raise UserError(f"no scenario given; choose from: {', '.join(SCENARIOS)}")
@@ -302,18 +307,24 @@ def bench_scenarios(
             raise UserError(f"--batch {batch}: this model takes at most {runner.max_batch} sample(s) per run"
                             + (f" ({runner.notes[0]})" if runner.notes else ""))
         sizes = None if batch is None else [b for b in (1, 2, 4, 8, 16, 32) if b <= batch] + [batch]
+        if before_measuring is not None:
+            before_measuring()
         cal = calibrate(runner, batch_sizes=sizes, progress=phase(0))
         results = []
         windows: dict[Scenario, Any] = {}
         for k, scenario in enumerate(scenarios, start=1):
             make = (lambda s=scenario: window(s) or _null()) if window is not None else None
-            result, win = run_scenario(
-                runner, cal, scenario, model=model, min_duration_s=duration_s, batch=batch,
-                target_latency_ms=target_latency_ms, samples_per_query=samples_per_query,
-                max_duration_s=max_duration_s, max_rerun_s=max_rerun_s, log_dir=log_dir, seed=seed, window=make,
-                progress=phase(k),
-            )
-            results.append(result)
+            sampler = InterferenceSampler(gpus=gpus_of(device)).start()
+            try:
+                result, win = run_scenario(
+                    runner, cal, scenario, model=model, min_duration_s=duration_s, batch=batch,
+                    target_latency_ms=target_latency_ms, samples_per_query=samples_per_query,
+                    max_duration_s=max_duration_s, max_rerun_s=max_rerun_s, log_dir=log_dir, seed=seed, window=make,
+                    progress=phase(k),
+                )
+            finally:
+                interference = sampler.stop()
+            results.append(_with_interference(result, interference))
             windows[scenario] = win
         acc = None
         if accuracy and zdata is not None:
@@ -327,6 +338,14 @@ def bench_scenarios(
         info = rt.info.to_dict()
     progress(f"{model}: done", done=phases, total=phases)
     return ModelBench(model, tuple(results), acc, info, cal.to_dict(), load_s, windows)
+
+
+def _with_interference(result: BenchResult, interference: Interference) -> BenchResult:
+    notes = result.notes
+    if interference.disturbed:
+        notes = (*notes, "measured while the machine was disturbed: " + "; ".join(interference.reasons)
+                 + " (the figures measure the other jobs too)")
+    return replace(result, interference=interference.to_dict(), notes=notes)
 
 
 def _null() -> AbstractContextManager[None]:
@@ -352,6 +371,7 @@ def bench_model(
     log_dir: str | Path | None = None,
     accuracy: bool = False,
     seed: int = 0,
+    before_measuring: Callable[[], None] | None = None,
     progress: Progress = no_progress,
 ) -> BenchResult:
     """Benchmark ``model`` (ONNX file or zoo name) in one LoadGen scenario, auto-calibrated.
@@ -363,7 +383,8 @@ def bench_model(
     bench = bench_scenarios(
         model, scenarios=(scenario,), runtime=runtime, precision=precision, device=device, threads=threads,
         batch=batch, duration_s=duration_s, data=data, random=random, target_latency_ms=target_latency_ms,
-        samples_per_query=samples_per_query, log_dir=log_dir, accuracy=accuracy, seed=seed, progress=progress,
+        samples_per_query=samples_per_query, log_dir=log_dir, accuracy=accuracy, seed=seed,
+        before_measuring=before_measuring, progress=progress,
     )
     return bench.results[0]
 
@@ -449,7 +470,7 @@ def scenario_items(r: BenchResult, prefix: str) -> list[Item]:
             unit="samples/s", method=method + "; QPS = LoadGen's scheduled samples per second", repeats=1,
             status=status, reason=reason, details={"higher_is_better": True, "target_latency_ms": r.target_latency_ms},
         ))
-    return items
+    return [i.under_interference(r.interference) for i in items]
 
 
 def accuracy_item(acc: AccuracyResult, prefix: str) -> Item:
@@ -462,7 +483,8 @@ def accuracy_item(acc: AccuracyResult, prefix: str) -> Item:
     return Item.measured(
         f"{prefix}.accuracy", "EV-5", f"{acc.model} accuracy ({acc.metric}) in the LoadGen run", value=acc.value,
         unit="fraction", method=method, repeats=1, reference=acc.reference, reference_source=acc.reference_source,
-        status=status, reason=reason, details={"accuracy": acc.to_dict(), "higher_is_better": True, "key": True},
+        status=status, reason=reason,
+        details={"accuracy": acc.to_dict(), "higher_is_better": True, "key": True, "timed": False},
     )
 
 

@@ -624,7 +624,8 @@ def measure_sustained(ctx: EvalContext) -> list[Item]:
                       reason=None if result.errors == 0 else
                       f"{result.exceptions} exception(s), {result.wrong_outputs} wrong output(s) in {result.calls} "
                       f"calls: {'; '.join(result.first_errors)}",
-                      details={"sustained": result.to_dict(), "model": job.model, "higher_is_better": False}),
+                      details={"sustained": result.to_dict(), "model": job.model, "higher_is_better": False,
+                               "timed": False}),
         Item.measured("EV-9.sustained.samples_per_s", CLAUSE, "Throughput under sustained load",
                       value=result.samples_per_s, unit="samples/s", method=method + "; value over the whole run, "
                       "spread over windows", samples=rates,
@@ -732,7 +733,7 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
             reason=None if result.deterministic else
             f"{result.runs - result.identical_runs} of {result.runs} runs and {result.sessions - result.identical_sessions} "
             f"of {result.sessions} fresh sessions differ from the first run (max abs diff {worst:.3g})",
-            details={"determinism": result.to_dict(), "higher_is_better": False}))
+            details={"determinism": result.to_dict(), "higher_is_better": False, "timed": False}))
 
     ctx.progress("silent data corruption: repeated GEMM", done=1, total=3)
     device = torch.device("cuda", ctx.device.index) if kind == "cuda" else torch.device("cpu")
@@ -759,7 +760,7 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
                 f"{sdc.repeats_bitwise_different} repeat(s) not bitwise equal to the first"),
         status="pass" if sdc_ok else "fail",
         reason=None if sdc_ok else f"{sdc.beyond_bound} element(s) in {sdc.repeats_with_errors} repeat(s) beyond the bound",
-        details={"sdc": sdc.to_dict(), "higher_is_better": False}))
+        details={"sdc": sdc.to_dict(), "higher_is_better": False, "timed": False}))
 
     ctx.progress("recovery after failed jobs", done=2, total=3)
     assert reference is not None
@@ -777,7 +778,7 @@ def measure_integrity(ctx: EvalContext) -> list[Item]:
         reason=None if not bad else "; ".join(
             f"{c.failure}: " + ("did not fail as provoked" if not c.failed_as_expected else c.detail or "next job failed")
             for c in bad),
-        details={"cases": [c.to_dict() for c in cases],
+        details={"cases": [c.to_dict() for c in cases], "timed": False,
                  "table": {"columns": ["failure provoked", "failed", "error", "next job ok", "max abs diff", "detail"],
                            "rows": [[c.failure, c.failed_as_expected, c.error, c.next_job_ok,
                                      c.next_job_max_abs_diff, c.detail] for c in cases]}}))

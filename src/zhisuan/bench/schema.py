@@ -35,6 +35,10 @@ Conventions for ``Item.details`` (the report's HTML and ``zhisuan report compare
 ``details["key"]``
     ``True`` marks a headline figure for the summary table of its clause (otherwise the first
     numeric items are shown).
+``details["timed"]``
+    ``False`` marks a check of a timed clause whose verdict no other job can change (results
+    that are wrong, an accuracy below its reference): its ``fail`` stays a ``fail`` under
+    interference. Items of EV-1, EV-8, EV-10 and EV-11 are never timed.
 
 Values that are not JSON (numpy scalars, tuples, NaN) are made plain by :func:`plain_json`
 before a report is saved; NaN and infinities become ``None``.
@@ -46,17 +50,19 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan.errors import UserError
 from zhisuan.results import Record
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: status "disturbed" and Item.interference
 CLAUSES = tuple(f"EV-{i}" for i in range(1, 12))
-Status = Literal["pass", "fail", "skip"]
-STATUSES: tuple[str, ...] = ("pass", "fail", "skip")
+Status = Literal["pass", "fail", "skip", "disturbed"]
+#: ``disturbed``: the check failed while other jobs took the machine (see
+#: :mod:`zhisuan.bench.interference`); the figure is kept, it is not a failure of the device.
+STATUSES: tuple[str, ...] = ("pass", "fail", "skip", "disturbed")
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 
 # What each clause of the standard measures (SPEC EV-1..EV-11), for headings and tables.
@@ -73,6 +79,9 @@ CLAUSE_TITLES: dict[str, str] = {
     "EV-10": "Security",
     "EV-11": "Report",
 }
+
+#: Clauses whose figures are timed: a failure there can be another job's doing (see ``under_interference``).
+TIMED_CLAUSES = frozenset({"EV-2", "EV-3", "EV-4", "EV-5", "EV-6", "EV-7", "EV-9"})
 
 _TIME_UNITS = {"ns", "us", "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "minutes", "h", "hours"}
 _ENERGY_UNITS = {"j", "mj", "kj", "wh", "kwh", "joule", "joules"}
@@ -171,13 +180,16 @@ class Item(Record):
     reference_source: str | None = None
     ratio_to_reference: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: what other jobs took of the machine while this figure was timed
+    #: (:class:`zhisuan.bench.interference.Interference` as a dict); None: not a timed item
+    interference: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.clause not in CLAUSES:
             raise UserError(f"item {self.id!r}: clause must be one of EV-1..EV-11, got {self.clause!r}")
         if self.status not in STATUSES:
-            raise UserError(f"item {self.id!r}: status must be pass, fail or skip, got {self.status!r}")
-        if self.status in ("skip", "fail") and not self.reason:
+            raise UserError(f"item {self.id!r}: status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        if self.status in ("skip", "fail", "disturbed") and not self.reason:
             raise UserError(f"item {self.id!r}: a {self.status} item needs a reason")
 
     @classmethod
@@ -224,6 +236,24 @@ class Item(Record):
                    spread=None, status="fail", reason=reason, details=dict(details or {}))
 
     @property
+    def is_timed(self) -> bool:
+        """A figure another job on the machine can change (a timed clause, not ``details["timed"] = False``)."""
+        return self.clause in TIMED_CLAUSES and self.details.get("timed") is not False
+
+    def under_interference(self, interference: dict[str, Any] | None) -> Item:
+        """This timed item with ``interference`` recorded (its own record wins); a ``fail`` measured
+        while the machine was ``disturbed`` becomes ``disturbed``, its figure and reason kept.
+        An item that is not timed (:attr:`is_timed`) is returned as it is."""
+        record = self.interference if self.interference is not None else interference
+        if record is None or not self.is_timed:
+            return self
+        status, reason = self.status, self.reason
+        if status == "fail" and record.get("verdict") == "disturbed":
+            why = "; ".join(record.get("reasons") or ()) or "the machine was not quiet"
+            status, reason = "disturbed", f"{reason} — measured while the machine was disturbed ({why}): not counted as a failure of the device"
+        return replace(self, interference=record, status=status, reason=reason)
+
+    @property
     def higher_is_better(self) -> bool | None:
         """The sense of this figure for comparisons (see :func:`higher_is_better`)."""
         return higher_is_better(self.unit, self.details)
@@ -241,7 +271,8 @@ class Item(Record):
 
 
 # report.json's key order: the header first, the items last
-_REPORT_KEYS = ("schema_version", "suite", "started_at", "finished_at", "environment", "summary", "telemetry", "items")
+_REPORT_KEYS = ("schema_version", "suite", "started_at", "finished_at", "environment", "summary", "telemetry",
+                "interference", "items")
 
 
 @dataclass(frozen=True)
@@ -251,6 +282,8 @@ class Report(Record):
     ``telemetry`` holds the device's telemetry over the whole run when a sampler could run:
     ``{"interval_s", "device", "summary", "series": {"t_s": [...], "utilization_pct": [...],
     "power_w": [...], "temperature_c": [...], "clock_mhz": [...]}, "unavailable": {...}}``.
+    ``interference`` is the quiet check before the first task (None: not taken); each timed item
+    carries its own in ``Item.interference``.
     """
 
     schema_version: str
@@ -261,6 +294,7 @@ class Report(Record):
     finished_at: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     telemetry: dict[str, Any] = field(default_factory=dict)
+    interference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -291,11 +325,12 @@ class Report(Record):
             started_at=str(data.get("started_at", "")), finished_at=data.get("finished_at"),
             summary=dict(data.get("summary") or {}),
             telemetry=dict(data.get("telemetry") or {}),
+            interference=data.get("interference") if isinstance(data.get("interference"), dict) else None,
         )
 
 
 def summarize(items: Iterable[Item]) -> dict[str, Any]:
-    """Counts of pass/fail/skip, overall and per clause."""
+    """Counts of pass/fail/skip/disturbed, overall and per clause."""
     total = {s: 0 for s in STATUSES}
     per_clause: dict[str, dict[str, int]] = {}
     for item in items:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan._io import atomic_write_json
+from zhisuan.bench.interference import QUIET_CHECK_S, InterferenceSampler, gpus_of, warning_text
 from zhisuan.bench.schema import (
     CLAUSES,
     SCHEMA_VERSION,
@@ -77,12 +78,13 @@ class SuiteConfig(Record):
     only: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     telemetry: bool = True
+    quiet_check_s: float = QUIET_CHECK_S  # the machine sampled before the first task; 0: not checked
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "suite", Suite.parse(self.suite))
 
 
-EventKind = Literal["suite_start", "task_start", "task_progress", "task_end", "writing", "suite_end"]
+EventKind = Literal["suite_start", "warning", "task_start", "task_progress", "task_end", "writing", "suite_end"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class SuiteEvent:
     """A progress event of :func:`run_suite`; the CLI turns these into progress bars.
 
     ``index``/``total`` count tasks; ``est_s`` is this task's estimate, ``total_est_s`` the
-    suite's; ``text``/``done``/``task_total`` come from the task's own ``ctx.progress`` (``None``:
+    suite's; a ``warning`` event's ``text`` says the machine is not quiet (the check before the first task); ``text``/``done``/``task_total`` come from the task's own ``ctx.progress`` (``None``:
     not given with that message).
     """
 
@@ -133,6 +135,7 @@ class _TaskRecord:
     resumed: bool = False
     crashed: bool = False
     start_offset_s: float | None = None  # since the telemetry started (None: resumed)
+    interference: dict[str, Any] | None = None  # what other jobs took while the task ran
 
 
 # ---- choosing what to run ----------------------------------------------------------------------
@@ -246,6 +249,7 @@ class PartialStore:
             "started_at": record.started_at,
             "duration_s": record.duration_s,
             "crashed": record.crashed,
+            "interference": record.interference,
             "items": [i.to_dict() for i in record.items],
         }))
 
@@ -263,10 +267,13 @@ class PartialStore:
             if data.get("crashed"):
                 return None  # a crash may be transient: run it again
             items = [Item.from_dict(i) for i in data["items"]]
+            if any(i.status == "disturbed" for i in items):
+                return None  # measured while other jobs ran: measure it again
+            interference = data.get("interference") if isinstance(data.get("interference"), dict) else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # not the JSON we wrote
             raise UserError(f"{path} is unreadable ({exc}); run without --resume to start over") from None
         return _TaskRecord(task, items, float(data.get("duration_s") or 0.0), str(data.get("started_at", "")),
-                           resumed=True)
+                           resumed=True, interference=interference)
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -384,6 +391,7 @@ def run_suite(
     *,
     tasks: dict[str, Task] | None = None,
     devices: Any = None,
+    interference: Callable[[], Any] | None = None,
 ) -> Report:
     """Run the suite, write ``report.json`` into ``config.out_dir``, return the report.
 
@@ -391,7 +399,13 @@ def run_suite(
 
     ``progress`` receives :class:`SuiteEvent` s. ``tasks`` (default: every registered task) and
     ``devices`` (a ``DeviceList``; default: the device registry with runtime backends) can be
-    given, e.g. by tests.
+    given, e.g. by tests, and so can ``interference``: a factory of samplers (``start()``, then
+    ``stop()`` returning an :class:`~zhisuan.bench.interference.Interference`), one around each task
+    (default: :class:`~zhisuan.bench.interference.InterferenceSampler` over the device's GPU).
+
+    Each item of a task records the interference of its window (a LoadGen scenario records its
+    own); a ``fail`` measured while the machine was disturbed becomes ``disturbed``. A task that
+    crashed stays ``fail`` (with the record): an exception is not a figure.
     """
     from zhisuan.bench.environment_record import collect_environment
 
@@ -433,6 +447,12 @@ def run_suite(
     environment = plain_json(collect_environment(command, config.seed, threads, device, devices=devices))
     estimates = [float(t.est_s.get(config.suite, DEFAULT_EST_S)) for t in selected]
     emit(SuiteEvent("suite_start", total=len(selected), total_est_s=sum(estimates), device=f"{device.id} ({device.name})"))
+    gpus = gpus_of(device)
+    sampler_factory = interference or (lambda: InterferenceSampler(gpus=gpus))
+    check = _quiet_check(sampler_factory, config.quiet_check_s) if config.quiet_check_s > 0 else None
+    warning = warning_text(check) if check is not None else None
+    if warning:
+        emit(SuiteEvent("warning", total=len(selected), text=warning))
     telemetry = _Telemetry(device, TELEMETRY_INTERVAL_S[config.suite], config.telemetry)
     records: list[_TaskRecord] = []
     try:
@@ -448,7 +468,7 @@ def run_suite(
             emit(base)
             offset = time.monotonic() - telemetry.t0
             record = _run_task(task, config, device, threads, environment, out_dir, telemetry.sampler,
-                               _task_progress(emit, base))
+                               _task_progress(emit, base), sampler_factory())
             record.start_offset_s = offset
             store.save(record, fp["digest"])
             records.append(record)
@@ -464,10 +484,19 @@ def run_suite(
     emit(SuiteEvent("writing", total=len(selected), text=f"writing {out_dir / 'report.json'} and report.html"))
     report = _assemble(config, device, threads, environment, records, telemetry, started_at,
                        time.monotonic() - t_start, broken)
+    report = replace(report, interference=None if check is None else plain_json(check.to_dict()))
     report = _write(report, out_dir)
     emit(SuiteEvent("suite_end", total=len(selected), counts=report.summary["counts"],
                     duration_s=time.monotonic() - t_start))
     return report
+
+
+def _quiet_check(factory: Callable[[], Any], duration_s: float) -> Any:
+    """The machine sampled for ``duration_s`` while the suite does nothing yet."""
+    sampler = factory()
+    sampler.start()
+    time.sleep(duration_s)
+    return sampler.stop()
 
 
 def _task_progress(emit: Callable[[SuiteEvent], None], base: SuiteEvent) -> Progress:
@@ -482,7 +511,7 @@ def _task_progress(emit: Callable[[SuiteEvent], None], base: SuiteEvent) -> Prog
 
 def _run_task(
     task: Task, config: SuiteConfig, device: Any, threads: int, environment: dict[str, Any], out_dir: Path,
-    sampler: Any, progress: Progress,
+    sampler: Any, progress: Progress, interference: Any,
 ) -> _TaskRecord:
     work_dir = out_dir / "work" / _safe_name(task.id)[: -len(".json")]
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -492,15 +521,23 @@ def _run_task(
     )
     started_at, t0 = _now(), time.perf_counter()
     crashed = False
+    interference.start()
     try:
         items = _checked_items(task, task.run(ctx))
     except KeyboardInterrupt:
+        interference.stop()
         raise
     except Exception as exc:  # every failure of a task is reported as a fail item; the suite goes on
         items, crashed = [_crash_item(task, exc)], True
     finally:
         _remove_if_empty(work_dir)
-    return _TaskRecord(task, items, time.perf_counter() - t0, started_at, crashed=crashed)
+    duration_s = time.perf_counter() - t0
+    record = plain_json(interference.stop().to_dict())
+    if crashed:
+        items = [replace(i, interference=record) for i in items]
+    else:
+        items = [i.under_interference(record) for i in items]
+    return _TaskRecord(task, items, duration_s, started_at, crashed=crashed, interference=record)
 
 
 def _remove_if_empty(work_dir: Path) -> None:
@@ -522,7 +559,7 @@ def _assemble(
     tasks_summary = [
         {"id": r.task.id, "clause": r.task.clause, "title": r.task.title, "duration_s": round(r.duration_s, 3),
          "est_s": r.task.est_s.get(config.suite), "counts": _counts(r.items), "resumed": r.resumed,
-         "crashed": r.crashed,
+         "crashed": r.crashed, "interference": r.interference,
          "start_offset_s": round(r.start_offset_s, 3) if r.start_offset_s is not None else None}
         for r in records
     ]

@@ -59,21 +59,34 @@ def bench_cmd(
 
     LoadGen's expected latency / QPS are set from a calibration run so the result is VALID the
     first time; an INVALID run is corrected once from LoadGen's own numbers and rerun.
+    The machine is checked for other jobs first (a warning when it is not quiet) and sampled during
+    the run: the result's "interference" says what other processes took meanwhile.
 
     Example:  zhisuan bench efficientnet-lite0 --scenario server --threads 2 --duration 10 --json
     """
     from zhisuan.bench.inference import bench_model
+    from zhisuan.bench.interference import gpus_of, quiet_check, warning_text
     from zhisuan.bench.loadgen import Scenario
 
     chosen = Scenario.parse(scenario)  # before the model loads
+    checks: list[Any] = []
+
+    def check_quiet() -> None:  # the model is loaded and the inputs are valid: the timed part starts
+        checks.append(quiet_check(gpus=gpus_of(device)))
+        warning = warning_text(checks[0])
+        if warning:
+            from rich.markup import escape
+
+            err_console.print(f"[bold magenta]{escape(warning)}[/]", highlight=False)
     with _progress(enabled=not json_out) as progress:
         result = bench_model(
             model, scenario=chosen, runtime=runtime, precision=precision, device=device, threads=threads,
             batch=_batch(batch), duration_s=duration, data=data, random=random, target_latency_ms=target_latency_ms,
-            samples_per_query=samples_per_query, log_dir=logs, accuracy=accuracy, seed=seed, progress=progress,
+            samples_per_query=samples_per_query, log_dir=logs, accuracy=accuracy, seed=seed,
+            before_measuring=check_quiet, progress=progress,
         )
     if json_out:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "quiet_check": checks[0].to_dict() if checks else None})
     else:
         _print(result)
 
@@ -101,6 +114,18 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _interference(record: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    verdict = record.get("verdict", "unknown")
+    parts = [f"other processes {record['other_cpu_share']:.0%}" if record.get("other_cpu_share") is not None else None,
+             f"steal {record['steal_share']:.0%}" if record.get("steal_share") is not None else None,
+             f"{len(record.get('foreign_gpu_processes') or [])} other GPU process(es)"
+             if record.get("foreign_gpu_processes") else None]
+    text = escape(", ".join(p for p in parts if p) or "not measurable here")
+    return f"[bold magenta]disturbed[/]: {text}" if verdict == "disturbed" else f"{escape(verdict)}: {text}"
+
+
 def _print(result: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -124,6 +149,8 @@ def _print(result: Any) -> None:
     if r.accuracy:
         acc = r.accuracy
         table.add_row(f"accuracy ({acc['metric']})", f"{acc['value']:.4f} (FP32 {acc['reference']:.4f})")
+    if r.interference:
+        table.add_row("interference during the run", _interference(r.interference))
     console.print(table)
     for i, attempt in enumerate(r.attempts, start=1):
         line = f"attempt {i}: {attempt['result_validity']}"

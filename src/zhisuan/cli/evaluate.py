@@ -3,6 +3,8 @@
 Exit status, as for every command (``zhisuan.cli.app.EXIT_STATUSES``): 0 when no item failed, 1 when
 some item failed or on an error in the inputs (unknown device, a directory holding another run), 2 on
 a usage error (an unknown suite, a value out of range), 130 when interrupted (resume with --resume).
+An item that failed while other jobs took the machine is ``disturbed``: reported, but it does not
+make the exit status 1 (see :mod:`zhisuan.bench.interference`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def evaluate_cmd(
     self-contained DIR/report.html; print a summary per clause.
 
     Exit status: 0 no item failed, 1 some item failed (or an input error), 2 usage error, 130 interrupted.
+    An item that failed while other jobs took the machine is reported as 'disturbed' and does not fail
+    the run; a warning is printed when the machine is not quiet at the start.
 
     Example:  zhisuan evaluate --suite quick --device cpu:0 -o zhisuan-report
     """
@@ -59,6 +63,7 @@ def evaluate_cmd(
         # interpreter's shutdown ("double free"), so leave without running native destructors.
         os._exit(EXIT_INTERRUPTED)
     failed = [i for i in report.items if i.status == "fail"]
+    disturbed = [i for i in report.items if i.status == "disturbed"]
     paths = {"report_json": str(out / "report.json"), "report_html": str(out / "report.html")}
     if json_out:
         print_json({**paths, **report.to_dict()})
@@ -71,6 +76,10 @@ def evaluate_cmd(
         if failed:
             console.print(f"[bold red]{len(failed)} item(s) failed:[/] " + ", ".join(i.id for i in failed[:10])
                           + (" …" if len(failed) > 10 else ""))
+        if disturbed:
+            console.print(f"[bold magenta]{len(disturbed)} item(s) disturbed[/] (failed while other jobs took the "
+                          "machine; not counted as failures, rerun them on a quiet machine with --resume): "
+                          + ", ".join(i.id for i in disturbed[:10]) + (" …" if len(disturbed) > 10 else ""))
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -152,7 +161,10 @@ class _ProgressUI:
             return
         from rich.markup import escape
 
-        if e.kind == "suite_start":
+        if e.kind == "warning":
+            (self.bars.console if self.bars is not None else err_console).print(
+                f"[bold magenta]{escape(e.text)}[/]", highlight=False)
+        elif e.kind == "suite_start":
             line = f"evaluating {e.device}: {e.total} task(s), about {e.total_est_s:.0f} s estimated"
             if self.bars is None:
                 err_console.print(escape(line), highlight=False)
@@ -169,7 +181,8 @@ class _ProgressUI:
             how = "reused from the interrupted run" if e.resumed else f"{e.duration_s or 0:.1f} s"
             line = (f"[{e.index + 1}/{e.total}] {escape(e.task_id)}: [green]{c.get('pass', 0)} pass[/], "
                     f"{'[red]' if c.get('fail') else ''}{c.get('fail', 0)} fail{'[/]' if c.get('fail') else ''}, "
-                    f"[yellow]{c.get('skip', 0)} skip[/] ({how})")
+                    f"[yellow]{c.get('skip', 0)} skip[/]"
+                    + (f", [magenta]{c['disturbed']} disturbed[/]" if c.get("disturbed") else "") + f" ({how})")
             if self.bars is None:
                 err_console.print(line, highlight=False)
                 return

@@ -11,27 +11,32 @@ from zhisuan.cli._common import JSON_HELP, console, finite, output_path, print_j
 
 app = typer.Typer(help="Show evaluation reports and compare them side by side (选型).", no_args_is_help=True)
 
-_STYLE = {"pass": "green", "fail": "red", "skip": "yellow"}
+_STYLE = {"pass": "green", "fail": "red", "skip": "yellow", "disturbed": "magenta"}
 
 
 def summary_table(report: Any, *, title: str | None = None) -> Any:
-    """A rich table: per clause, pass/fail/skip counts and key figures."""
+    """A rich table: per clause, pass/fail/skip counts (and disturbed, when any) and key figures."""
     from rich.markup import escape
     from rich.table import Table
 
     from zhisuan.report.format import clause_rows
 
     table = Table(title=title or f"{report.device_name} — suite {report.suite}")
-    for col, kw in (("clause", {}), ("what", {}), ("pass", {"justify": "right"}), ("fail", {"justify": "right"}),
-                    ("skip", {"justify": "right"}), ("key figures", {})):
+    rows = clause_rows(report)
+    disturbed = any(r.counts.get("disturbed") for r in rows)
+    columns = [("clause", {}), ("what", {}), ("pass", {"justify": "right"}), ("fail", {"justify": "right"}),
+               ("skip", {"justify": "right"})]
+    if disturbed:
+        columns.append(("disturbed", {"justify": "right"}))
+    for col, kw in (*columns, ("key figures", {})):
         table.add_column(col, **kw)
-    for row in clause_rows(report):
+    for row in rows:
         c = row.counts
-        table.add_row(
-            row.clause, escape(row.title), f"[green]{c['pass']}[/]" if c["pass"] else "0",
-            f"[bold red]{c['fail']}[/]" if c["fail"] else "0", f"[yellow]{c['skip']}[/]" if c["skip"] else "0",
-            escape("\n".join(row.key_figures)) or "—",
-        )
+        cells = [row.clause, escape(row.title), f"[green]{c['pass']}[/]" if c["pass"] else "0",
+                 f"[bold red]{c['fail']}[/]" if c["fail"] else "0", f"[yellow]{c['skip']}[/]" if c["skip"] else "0"]
+        if disturbed:
+            cells.append(f"[magenta]{c['disturbed']}[/]" if c.get("disturbed") else "0")
+        table.add_row(*cells, escape("\n".join(row.key_figures)) or "—")
     return table
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zhisuan._io import atomic_write
-from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report, higher_is_better, load_report
+from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, STATUSES, Item, Report, higher_is_better, load_report
 from zhisuan.errors import UserError
 from zhisuan.results import Record
 
@@ -153,7 +153,7 @@ def compare_reports(
     meta = tuple(
         {"device": r.device_name, "suite": r.suite, "hostname": r.environment.get("hostname"),
          "started_at": r.started_at, "source": s,
-         "counts": {st: sum(i.status == st for i in r.items) for st in ("pass", "fail", "skip")}}
+         "counts": {st: sum(i.status == st for i in r.items) for st in STATUSES}}
         for r, s in zip(reports, sources, strict=True)
     )
     return ReportComparison(_labels(reports, sources), tuple(sources), meta, tuple(rows), tolerance)
@@ -213,7 +213,8 @@ def format_compare_html(comparison: ReportComparison) -> str:
     head = "".join(f"<th>{esc(label)}</th>" for label in comparison.labels)
     meta_rows = "".join(
         f"<tr><td>{esc(label)}</td><td>{esc(m['suite'])}</td><td>{esc(m.get('hostname') or '—')}</td>"
-        f"<td>{esc(m['started_at'])}</td><td>{m['counts']['pass']} / {m['counts']['fail']} / {m['counts']['skip']}</td>"
+        f"<td>{esc(m['started_at'])}</td><td>{m['counts']['pass']} / {m['counts']['fail']} / {m['counts']['skip']}"
+        + (f" ({m['counts']['disturbed']} disturbed)" if m["counts"].get("disturbed") else "") + "</td>"
         f"<td><code>{esc(m['source'] or '—')}</code></td></tr>"
         for label, m in zip(comparison.labels, comparison.reports, strict=True)
     )

@@ -37,7 +37,7 @@ from typing import Any
 
 from zhisuan import __version__
 from zhisuan._io import atomic_write, atomic_write_json
-from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, Item, Report, plain_json, summarize
+from zhisuan.bench.schema import CLAUSE_TITLES, CLAUSES, STATUSES, Item, Report, plain_json, summarize
 from zhisuan.report.format import (
     clause_rows,
     format_plain,
@@ -51,7 +51,7 @@ MAX_BARS = 24  # bars per chart; more are listed in the table only
 MAX_DETAILS_CHARS = 4000
 
 CSS = """
-:root{--pass:#1b7a1b;--fail:#b00020;--skip:#8a6d00;--line:#d8d8d8;--muted:#666}
+:root{--pass:#1b7a1b;--fail:#b00020;--skip:#8a6d00;--disturbed:#6a3d9a;--line:#d8d8d8;--muted:#666}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
 main{max-width:1200px;margin:0 auto;padding:1.5em 2em 4em}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin:0 0 .4em}h3{font-size:1em;margin:1em 0 .3em}
@@ -63,9 +63,13 @@ td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 section.clause{background:#fff;border:1px solid var(--line);border-radius:8px;padding:1em 1.2em;margin:1.2em 0}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:11.5px;font-weight:600;color:#fff}
 .badge.pass{background:var(--pass)}.badge.fail{background:var(--fail)}.badge.skip{background:var(--skip)}
+.badge.disturbed{background:var(--disturbed)}
 .counts .badge{margin-right:4px}
 tr.fail td{background:#fff4f5}tr.skip td{color:#555}
 .reason{color:var(--fail)}tr.skip .reason{color:var(--skip)}
+tr.disturbed td{background:#f6f1fb}tr.disturbed .reason{color:var(--disturbed)}
+.interference{color:var(--muted);font-size:11.5px}.interference.disturbed{color:var(--disturbed);font-weight:600}
+.warning{border-left:4px solid var(--disturbed);background:#f6f1fb;padding:.4em .8em}
 .method{color:#333;min-width:16em;max-width:34em}td.val{max-width:16em;overflow-wrap:anywhere}
 td.item{min-width:11em;overflow-wrap:anywhere}
 .plots{display:flex;flex-wrap:wrap;gap:12px;margin:.6em 0}
@@ -132,7 +136,7 @@ def bar_plot(title: str, items: Sequence[Item], unit: str) -> Plot:
     values = [float(i.value) for i in items]
     lo = [v - float(i.spread["min"]) if i.spread else 0.0 for i, v in zip(items, values, strict=True)]
     hi = [float(i.spread["max"]) - v if i.spread else 0.0 for i, v in zip(items, values, strict=True)]
-    colors = [{"pass": "#4c78a8", "fail": "#d62728", "skip": "#bbbbbb"}[i.status] for i in items]
+    colors = [{"pass": "#4c78a8", "fail": "#d62728", "skip": "#bbbbbb", "disturbed": "#9467bd"}[i.status] for i in items]
     ax.barh(ys, values, color=colors, xerr=[[max(0.0, x) for x in lo], [max(0.0, x) for x in hi]],
             error_kw={"ecolor": "#333", "capsize": 2, "lw": 0.8})
     refs = [(y, float(i.reference)) for y, i in zip(ys, items, strict=True) if i.reference is not None]
@@ -285,8 +289,41 @@ def _badge(status: str) -> str:
 
 def _counts(counts: dict[str, int]) -> str:
     return '<span class="counts">' + "".join(
-        f'<span class="badge {s}">{counts.get(s, 0)} {s}</span>' for s in ("pass", "fail", "skip")
+        f'<span class="badge {s}">{counts.get(s, 0)} {s}</span>' for s in STATUSES
+        if s != "disturbed" or counts.get(s)  # shown when there is one
     ) + "</span>"
+
+
+def _quiet_check_html(check: dict[str, Any] | None, disturbed: int) -> str:
+    """The warning under the counts: the machine was not quiet at the start, or items were disturbed."""
+    lines = []
+    if isinstance(check, dict) and check.get("verdict") == "disturbed":
+        lines.append("The machine was not quiet when the run started: " + esc("; ".join(check.get("reasons") or [])))
+    if disturbed:
+        lines.append(f"{disturbed} item(s) failed while other jobs took the machine: they are marked "
+                     "<b>disturbed</b> (figure kept, not counted as a failure of the device); measure them again "
+                     "on a quiet machine (<code>--resume</code> reruns their tasks).")
+    return "".join(f'<p class="warning">{line}</p>' for line in lines)
+
+
+def interference_html(record: dict[str, Any] | None) -> str:
+    """One line on what other jobs took of the machine while an item was timed ("" when not timed)."""
+    if not isinstance(record, dict):
+        return ""
+    verdict = str(record.get("verdict") or "unknown")
+    parts = []
+    other, steal, load = record.get("other_cpu_share"), record.get("steal_share"), record.get("load1_max")
+    if isinstance(other, int | float):
+        parts.append(f"other processes {other:.0%} of {record.get('cpus', '?')} core(s)")
+    if isinstance(steal, int | float):
+        parts.append(f"steal {steal:.0%}")
+    if isinstance(load, int | float):
+        parts.append(f"load1 {load:.1f}")
+    gpu = record.get("foreign_gpu_processes") or []
+    if gpu:
+        parts.append(f"{len(gpu)} other process(es) on the GPU")
+    return (f'<div class="interference {esc(verdict)}">interference: {esc(verdict)}'
+            + (f" — {esc(', '.join(parts))}" if parts else "") + "</div>")
 
 
 def _details_json(details: dict[str, Any]) -> str:
@@ -329,7 +366,8 @@ def item_rows(items: Sequence[Item]) -> str:
         reason = f'<div class="reason">{esc(i.reason)}</div>' if i.reason else ""
         rows.append(
             f'<tr class="{esc(i.status)}" id="{esc(i.id)}"><td>{_badge(i.status)}</td>'
-            f'<td class="item"><b>{esc(i.name)}</b><br><code>{esc(i.id)}</code>{reason}</td>'
+            f'<td class="item"><b>{esc(i.name)}</b><br><code>{esc(i.id)}</code>{reason}'
+            f'{interference_html(i.interference)}</td>'
             f'<td class="{"num" if i.is_numeric else "val"}">{esc(format_value(i.value, i.unit))}</td>'
             f'<td class="num">{esc(format_reference(i))}</td>'
             f'<td class="num">{i.repeats}</td>'
@@ -431,7 +469,7 @@ def format_html(report: Report, *, plots: dict[str, list[Plot]] | None = None) -
     """The report page. ``plots`` from :func:`render_plots` (drawn here when not given)."""
     plots = render_plots(report) if plots is None else plots
     summary = report.summary or {}
-    counts = summary.get("counts") or {s: sum(i.status == s for i in report.items) for s in ("pass", "fail", "skip")}
+    counts = summary.get("counts") or {s: sum(i.status == s for i in report.items) for s in STATUSES}
     device = report.device_name
     duration = summary.get("duration_s")
     head = (
@@ -441,11 +479,13 @@ def format_html(report: Report, *, plots: dict[str, list[Plot]] | None = None) -
         + (f" · {esc(format_value(duration, 's'))}" if duration is not None else "")
         + f" · schema {esc(report.schema_version)}<br>command <code>{esc((report.environment or {}).get('command_line', '—'))}</code></p>"
         + f"<p>{_counts(counts)}</p>"
+        + _quiet_check_html(report.interference, counts.get("disturbed", 0))
         + "<nav>" + "".join(f'<a href="#{c}">{c}</a>' for c in CLAUSES) + "</nav>"
     )
     summary_rows = "".join(
         f'<tr><td><a href="#{r.clause}">{r.clause}</a></td><td>{esc(r.title)}</td><td class="num">{r.counts["pass"]}</td>'
         f'<td class="num">{r.counts["fail"]}</td><td class="num">{r.counts["skip"]}</td>'
+        f'<td class="num">{r.counts.get("disturbed", 0)}</td>'
         f"<td>{'<br>'.join(esc(k) for k in r.key_figures) or '—'}"
         + _failed_links(r.failed)
         + "</td></tr>"
@@ -454,11 +494,11 @@ def format_html(report: Report, *, plots: dict[str, list[Plot]] | None = None) -
     parts = [
         head,
         '<h2 style="margin-top:1em">Summary</h2><table><thead><tr><th>clause</th><th>what</th><th>pass</th>'
-        f"<th>fail</th><th>skip</th><th>key figures</th></tr></thead><tbody>{summary_rows}</tbody></table>",
+        f"<th>fail</th><th>skip</th><th>disturbed</th><th>key figures</th></tr></thead><tbody>{summary_rows}</tbody></table>",
     ]
     for clause in CLAUSES:
         items = report.clause_items(clause)
-        c = {s: sum(i.status == s for i in items) for s in ("pass", "fail", "skip")}
+        c = {s: sum(i.status == s for i in items) for s in STATUSES}
         body = [f'<h2>{clause} · {esc(CLAUSE_TITLES[clause])}</h2><p>{_counts(c)}</p>']
         if clause == "EV-1":
             body.append(_environment_html(report.environment))

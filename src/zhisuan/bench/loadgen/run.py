@@ -37,7 +37,8 @@ class BenchResult(Record):
     ``samples_per_s`` is the scenario's throughput (see
     :class:`~zhisuan.bench.loadgen.mllog.LoadGenSummary`); latencies are per sample as LoadGen
     measured them (from the query's scheduled time to its completion).
-    ``attempts`` holds every run (the second only when the first was INVALID).
+    ``attempts`` holds every run (the second only when the first was INVALID). ``interference``
+    is filled by :func:`zhisuan.bench.inference.bench_scenarios` (None when run directly).
     """
 
     model: str
@@ -66,6 +67,8 @@ class BenchResult(Record):
     notes: tuple[str, ...] = ()
     official: bool = False
     accuracy: dict[str, Any] | None = None
+    #: what other jobs took of the machine during the runs (:class:`zhisuan.bench.interference.Interference`)
+    interference: dict[str, Any] | None = None
 
 
 def run_scenario(
