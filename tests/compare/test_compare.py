@@ -141,7 +141,8 @@ def test_qdq_candidate_is_paired_through_quantize_dequantize(save, tmp_path: Pat
     assert sorted(conv_outputs.values()) == ["conv1_out", "conv2_out", "y"]
     assert not any(c.endswith("DequantizeLinear_Output") for c in pairing.pairs)
     result = compare_models(ref, qdq, CompareConfig(layerwise=True, atol=1e-5, rtol=1e-5), feeds=FEEDS)
-    assert [layer.op_type for layer in result.layers] == ["Conv", "Conv", "Conv"]
+    # Three Conv layers, then the graph output after its own QuantizeLinear/DequantizeLinear.
+    assert [layer.op_type for layer in result.layers] == ["Conv", "Conv", "Conv", "DequantizeLinear"]
     assert all(layer.own.metrics.cosine > 0.99 for layer in result.layers)
     # The first layer's own error is its quantization error (input and weight QDQ are part of it).
     assert result.first_divergence is not None and result.first_divergence.node == result.layers[0].node

@@ -105,6 +105,7 @@ def _print(result: Any) -> None:
     if data["layerwise"]:
         first = data["first_divergence"]
         pairing = data["pairing"]
+        console.print(f"[dim]{escape(data['layers_note'])}[/]")
         console.print(
             f"layers: {len(data['layers'])} paired by {pairing['method']}; unpaired: "
             f"{len(pairing['unpaired_cand'])} CAND, {len(pairing['unpaired_ref'])} REF tensors"

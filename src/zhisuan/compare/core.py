@@ -35,7 +35,7 @@ import numpy as np
 from zhisuan.compare.layerwise import run_layerwise
 from zhisuan.compare.metrics import AgreementAccumulator
 from zhisuan.compare.results import CompareConfig, CompareResult, Measurement, ModelSide, OutputResult
-from zhisuan.compare.sides import add_checked, cast_feeds, load_side, pair_outputs
+from zhisuan.compare.sides import add_checked, finish_timings, load_side, pair_outputs, run_outputs
 from zhisuan.errors import UsageError, UserError
 
 __all__ = ["compare_models"]
@@ -68,30 +68,39 @@ def compare_models(
     if not feeds:
         raise UserError("no inputs to compare on")
     _check_inputs(ref_model, cand_model)
+    timings = {"inputs": time.perf_counter() - started}
     if config.layerwise:
-        return run_layerwise(ref_path, cand_path, ref_model, cand_model, feeds, config, started)
+        return run_layerwise(ref_path, cand_path, ref_model, cand_model, feeds, config, started, timings)
 
+    t0 = time.perf_counter()
     ref_rt = load_side(ref_path, config, "ref")
     cand_rt = load_side(cand_path, config, "cand")
     output_pairs = pair_outputs(ref_model, cand_model)
     accs = {c: AgreementAccumulator(config.tolerance) for c in output_pairs}
-    run_started = time.perf_counter()
+    timings["load"] = time.perf_counter() - t0
+    run_t = metrics_t = 0.0
     with ref_rt, cand_rt:
         for feed in feeds:
-            want = ref_rt.run(feed, list(output_pairs.values()))
-            got = cand_rt.run(cast_feeds(feed, cand_rt.inputs()), list(output_pairs))
+            t0 = time.perf_counter()
+            want, got = run_outputs(ref_rt, cand_rt, feed, output_pairs)
+            t1 = time.perf_counter()
             for c, r in output_pairs.items():
                 add_checked(accs[c], want[r], got[c], c)
-        outputs = tuple(OutputResult(c, r, Measurement.of(accs[c])) for c, r in output_pairs.items())
-        return CompareResult(
-            ref=ModelSide(str(ref_path), ref_rt.info.to_dict()),
-            cand=ModelSide(str(cand_path), cand_rt.info.to_dict()),
-            config=config,
-            samples=len(feeds),
-            outputs=outputs,
-            within_tolerance=all(o.measurement.within_tolerance for o in outputs),
-            timings_s={"run": time.perf_counter() - run_started, "total": time.perf_counter() - started},
-        )
+            metrics_t += time.perf_counter() - t1
+            run_t += t1 - t0
+        sides = ModelSide(str(ref_path), ref_rt.info.to_dict()), ModelSide(str(cand_path), cand_rt.info.to_dict())
+        closing = time.perf_counter()
+    timings["close"] = time.perf_counter() - closing
+    outputs = tuple(OutputResult(c, r, Measurement.of(accs[c])) for c, r in output_pairs.items())
+    return CompareResult(
+        ref=sides[0],
+        cand=sides[1],
+        config=config,
+        samples=len(feeds),
+        outputs=outputs,
+        within_tolerance=all(o.measurement.within_tolerance for o in outputs),
+        timings_s=finish_timings({**timings, "run": run_t, "metrics": metrics_t}, started),
+    )
 
 
 def _check_config(config: CompareConfig) -> None:

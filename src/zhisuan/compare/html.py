@@ -118,6 +118,7 @@ def format_html(result: CompareResult) -> str:
             f"{len(pairing.get('unpaired_cand', []))} CAND and {len(pairing.get('unpaired_ref', []))} REF "
             "tensors unpaired. <i>Own</i> error: the layer fed REF's inputs; <i>carried</i>: the change "
             "its CAND inputs cause; <i>total</i>: end to end.</p>"
+            f"<p><i>{escape(data['layers_note'])}</i></p>"
         )
         parts.append(_plot(data["layers"]))
         parts.append(

@@ -131,6 +131,7 @@ class CompareResult(Record):
     layers: tuple[LayerResult, ...] = ()
     first_divergence: Divergence | None = None
     pairing: Mapping[str, Any] | None = None  # layerwise only: method, counts, unpaired tensors
+    layers_note: str = ""  # layerwise only: how the layer figures were obtained (they are diagnosis)
     timings_s: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +139,7 @@ class CompareResult(Record):
         fields = super().to_dict()
         verdict = fields.pop("within_tolerance")
         layers, first = fields.pop("layers"), fields.pop("first_divergence")
+        note = fields.pop("layers_note")
         tail = {key: fields.pop(key) for key in ("pairing", "timings_s")}
         return {"within_tolerance": verdict, **fields, "layerwise": self.config.layerwise,
-                "first_divergence": first, "layers": layers, **tail}
+                "first_divergence": first, "layers_note": note, "layers": layers, **tail}

@@ -5,6 +5,7 @@ the user's error.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,26 @@ def cast_feeds(feed: Mapping[str, np.ndarray], specs: Sequence[Any]) -> dict[str
         if value.dtype != want and np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating):
             out[spec.name] = value.astype(want)
     return out
+
+
+def run_outputs(
+    ref_rt: Any, cand_rt: Any, feed: Mapping[str, np.ndarray], output_pairs: Mapping[str, str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """REF's and CAND's values of the paired graph outputs for one input, on unmodified sessions.
+
+    The one way outputs are computed, by a plain and by a layerwise comparison alike: the verdict
+    never depends on ``--layerwise``.
+    """
+    want = ref_rt.run(feed, list(output_pairs.values()))
+    got = cand_rt.run(cast_feeds(feed, cand_rt.inputs()), list(output_pairs))
+    return want, got
+
+
+def finish_timings(phases: Mapping[str, float], started: float) -> dict[str, float]:
+    """``phases`` plus ``other`` (the wall time no phase measured) and ``total`` (since ``started``):
+    the phases and ``other`` add up to ``total``."""
+    total = time.perf_counter() - started
+    return {**phases, "other": max(total - sum(phases.values()), 0.0), "total": total}
 
 
 def add_checked(acc: AgreementAccumulator, ref: np.ndarray, cand: np.ndarray, name: str) -> None:
