@@ -236,6 +236,8 @@ class SourceSpec(_Section, Record):
     behind, and reconnect with exponential back-off (1 s, 2 s, ... up to ``reconnect_max_s``;
     ``reconnect_attempts`` None: for ever). Files never drop a frame; ``loop`` replays them.
     ``timeout_s`` bounds every network open and read, so a dead stream never hangs the decoder.
+    ``listen``: wait for a sender to push the stream to this address (``rtsp://`` as ``ffmpeg -f rtsp``
+    publishes, ``tcp://``) instead of connecting to a server; after the sender leaves, listen again.
     ``hwaccel``: ``auto`` tries FFmpeg's CUDA decoder when this FFmpeg has one and falls back to
     software; the decoder used is in the summary. ``fps``: frame rate given to an image folder.
     """
@@ -251,11 +253,12 @@ class SourceSpec(_Section, Record):
     hwaccel: str = "auto"
     format: str | None = None
     fps: float = 25.0
+    listen: bool = False
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return ("id", "url", "live", "loop", "reconnect", "reconnect_attempts", "reconnect_max_s", "timeout_s",
-                "hwaccel", "format", "fps")
+                "listen", "hwaccel", "format", "fps")
 
     def __post_init__(self) -> None:
         _str("url", self.url)
@@ -274,7 +277,10 @@ class SourceSpec(_Section, Record):
         _choice("hwaccel", self.hwaccel, HWACCELS)
         _opt_str("format", self.format)
         _num("fps", self.fps, 0, 1000, open_low=True)
-        source_kind(self.url)  # an unknown scheme is an error now, not when the stream opens
+        kind = source_kind(self.url)  # an unknown scheme is an error now, not when the stream opens
+        _bool("listen", self.listen)
+        if self.listen and not (kind == "network" and self.url.lower().startswith(("rtsp://", "tcp://"))):
+            raise SpecError("listen", "works for rtsp:// and tcp:// URLs only (a sender pushes the stream there)")
 
     @property
     def kind(self) -> str:
