@@ -577,9 +577,13 @@ class PipelineSpec(_Section, Record):
         }
 
 
-def load_spec(path: str | Path) -> PipelineSpec:
+def load_spec(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> PipelineSpec:
     """Read a pipeline file: ``.json`` as JSON, ``.yaml`` / ``.yml`` (or anything else) as YAML
-    (a superset of JSON). A file that cannot be read or parsed is a :class:`UserError` naming it."""
+    (a superset of JSON). A file that cannot be read or parsed is a :class:`UserError` naming it.
+
+    ``overrides``: top-level keys that replace the file's before it is checked (the command line's
+    sources, model, runtime), so a file may leave out what the command line gives.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"pipeline file not found: {path}")
@@ -590,6 +594,10 @@ def load_spec(path: str | Path) -> PipelineSpec:
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     data = _parse(path, text)
+    if overrides and isinstance(data, Mapping):
+        data = {**data, **overrides}
+    elif overrides and data is None:  # an empty file: everything from the command line
+        data = dict(overrides)
     try:
         return PipelineSpec.from_dict(data)
     except SpecError as exc:
