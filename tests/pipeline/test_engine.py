@@ -4,6 +4,9 @@ runtime: order per stream, boxes in frame pixels, bounded queues, one clear erro
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -227,3 +230,49 @@ def test_tracking_and_analytics_stages(tiny_model: Path) -> None:
     summary = run_pipeline(spec, sinks=[sink], max_frames=15)
     tracked = [r for r in sink.results if r.detections.tracker_id is not None and (r.detections.tracker_id >= 0).any()]
     assert tracked and "all" in summary.streams[0].counts
+
+
+def test_a_sink_with_attach_is_handed_the_pipeline(tiny_model: Path) -> None:
+    class Watching(ListSink):
+        def attach(self, pipeline: Pipeline) -> None:
+            self.pipeline = pipeline
+            self.queues_at_attach = pipeline.queue_limits()
+
+    sink = Watching()
+    summary = run_pipeline(_spec(tiny_model), sinks=[sink], max_frames=4)
+    assert sink.pipeline.summary().frames == summary.frames == 4 and "source:s0" in sink.queues_at_attach
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (Debian package ffmpeg)")
+def test_two_live_rtsp_streams_through_the_whole_pipeline() -> None:
+    """Two real ffmpeg publishers push bikes.mp4 over RTSP to two listening sources; every frame
+    decoded is either processed or counted as dropped."""
+    urls = [f"rtsp://127.0.0.1:{_free_port()}/live" for _ in range(2)]
+    spec = _spec("unused.onnx", sources=[{"id": f"cam{i}", "url": u, "listen": True, "timeout_s": 10}
+                                         for i, u in enumerate(urls)], queue_depth=2)
+    sink = ListSink()
+    pipe = Pipeline(spec, runtime=ScriptedRuntime(delay_s=0.06), sinks=[sink], max_frames=40).start()
+    time.sleep(0.5)  # both sources listen
+    publishers = [subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(BIKES),
+         "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", u], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for u in urls]
+    try:
+        assert pipe.wait(30), "the RTSP streams did not deliver 40 frames each"
+    finally:
+        for p in publishers:
+            p.kill()
+            p.wait(5)
+        pipe.__exit__(None, None, None)
+    summary = pipe.summary()
+    for stream in summary.streams:
+        assert stream.live and stream.decoded == 40 and stream.error is None
+        assert stream.frames + stream.dropped == 40 and stream.frames > 0
+        indexes = [r.frame.index for r in sink.results if r.stream_id == stream.stream_id]
+        assert indexes == sorted(indexes) and len(indexes) == stream.frames

@@ -12,6 +12,10 @@ overlap inference. Each stage is a single thread (per stream for the first two),
 FIFO and sinks get each stream's results in frame order. Each frame carries the seconds every
 stage spent on it in ``FrameResult.stage_s`` (``infer`` is the whole batch's call).
 
+A sink with an ``attach(pipeline)`` method is handed the pipeline before ``open``, so it can read
+what no frame carries (:meth:`Pipeline.queue_sizes`, :meth:`Pipeline.snapshot`, each source's
+drops and reconnects), e.g. when Prometheus scrapes.
+
 A stage that raises stops the whole pipeline: the sources stop, the queues close, and
 :meth:`Pipeline.run` raises one :class:`~zhisuan.errors.UserError` naming the stage.
 :meth:`Pipeline.stop` (or Ctrl-C in :meth:`run`) ends the sources; frames in flight still reach
@@ -217,6 +221,9 @@ class Pipeline:
                 state.analytics = self._make_analytics(stream_id)
             self._sinks = [*self._make_sinks(), *self._extra_sinks]
             for sink in self._sinks:
+                attach = getattr(sink, "attach", None)
+                if callable(attach):  # a sink that reads the pipeline itself (metrics: drops, queue depths)
+                    attach(self)
                 sink.open()
         except BaseException:
             self._close()
