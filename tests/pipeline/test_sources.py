@@ -260,3 +260,14 @@ def test_rtsp_stream_pushed_by_ffmpeg_arrives_counts_drops_and_comes_back() -> N
 
 def _drain_some(src: Source, n: int) -> list:
     return [src.get(timeout=10).frame for _ in range(n)]
+
+
+def test_stop_ends_the_stream_even_while_the_decoder_waits_on_the_network() -> None:
+    server = socket.create_server(("127.0.0.1", 0))  # accepts, then never sends a byte
+    try:
+        src = Source(SourceSpec(url=f"tcp://127.0.0.1:{server.getsockname()[1]}", timeout_s=30)).start()
+        time.sleep(0.2)
+        src.stop()
+        assert src.get(timeout=1.0) is None  # at once, not after the 30 s timeout
+    finally:
+        server.close()

@@ -213,8 +213,10 @@ class Source:
             yield item
 
     def stop(self) -> None:
-        """Ask the decoder to stop; frames already queued can still be read, then the stream ends."""
+        """End the stream now: frames already queued can still be read, then :meth:`get` gives None,
+        even while the decoder thread is still inside a network open or read (it exits after)."""
         self._stop.set()
+        self._queue.close()
 
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
@@ -359,6 +361,7 @@ class Source:
         timeout: float | tuple[float, float] | None = None
         if self.kind == "camera":
             url, fmt = _camera_device(url), fmt or "v4l2"
+            timeout = (self.spec.timeout_s, self.spec.timeout_s)
         elif self.kind == "network":
             wait_s = self.spec.timeout_s
             timeout = (wait_s, wait_s)
