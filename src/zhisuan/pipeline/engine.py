@@ -219,6 +219,8 @@ class Pipeline:
                 self.detector.warmup()
             for stream_id, state in self._streams.items():
                 state.analytics = self._make_analytics(stream_id)
+            if self.spec.track.tracker != "none":  # imports the tracker library now, not in the first frame
+                self._make_tracker(25.0)
             self._sinks = [*self._make_sinks(), *self._extra_sinks]
             for sink in self._sinks:
                 attach = getattr(sink, "attach", None)
@@ -337,15 +339,14 @@ class Pipeline:
             raise UserError(f"sinks need zhisuan.pipeline.sinks, which this build lacks ({exc})") from None
         return [make_sink(s.to_dict()) for s in self.spec.sinks]
 
-    def _make_tracker(self, source: Source) -> Any:
-        if self.spec.track.tracker == "none":
-            return None
+    def _make_tracker(self, frame_rate: float) -> Any:
+        """A tracker for one stream of ``frame_rate`` (the decoder's, known once the stream opened)."""
         try:
             from zhisuan.pipeline.track import make_tracker
         except ImportError as exc:
             raise UserError(f"tracking needs zhisuan.pipeline.track, which this build lacks ({exc}); "
                             "or set track: {tracker: none}") from None
-        return make_tracker(self.spec.track.tracker_spec(source.frame_rate or source.spec.fps))
+        return make_tracker(self.spec.track.tracker_spec(frame_rate))
 
     # -- the threads
 
@@ -453,7 +454,8 @@ class Pipeline:
                 state = self._streams[result.stream_id]
                 if self.spec.track.tracker != "none":
                     if state.tracker is None:
-                        state.tracker = self._make_tracker(state.source)
+                        src = state.source
+                        state.tracker = self._make_tracker(src.frame_rate or src.spec.fps)
                     result.detections = state.tracker.update(result.detections, result.frame)
                 result.stage_s["track"] = time.perf_counter() - started
                 if not self._put("analytics", item):

@@ -55,9 +55,9 @@ TRACKERS = ("bytetrack", "sort", "none")
 #: Keys each sink kind takes (``kind`` aside) and which of them are required.
 SINK_KEYS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType({
     "jsonl": (("path",), ("path",)),
-    "video": (("path", "fps"), ("path",)),
-    "mqtt": (("host", "port", "topic", "qos"), ("host",)),
-    "webhook": (("url", "timeout_s"), ("url",)),
+    "video": (("path",), ("path",)),
+    "mqtt": (("host", "port", "topic"), ("host",)),
+    "webhook": (("url",), ("url",)),
     "metrics": (("port",), ()),
 })
 HWACCELS = ("auto", "none", "cuda", "vaapi", "qsv", "drm", "videotoolbox", "d3d11va", "dxva2", "vdpau", "amf")
@@ -486,12 +486,6 @@ class SinkSpec(Record):
                 _str(key, o[key])
         if "port" in o:
             _int("port", o["port"], 0 if self.kind == "metrics" else 1, 65535, optional=self.kind == "metrics")
-        if "qos" in o:
-            _int("qos", o["qos"], 0, 2)
-        if "fps" in o:
-            _num("fps", o["fps"], 0, 1000, open_low=True, optional=True)
-        if "timeout_s" in o:
-            _num("timeout_s", o["timeout_s"], 0, 3600, open_low=True)
         if "url" in o and not str(o["url"]).startswith(("http://", "https://")):
             raise SpecError("url", f"{o['url']!r} must be an http:// or https:// URL")
         object.__setattr__(self, "options", MappingProxyType(dict(o)))
