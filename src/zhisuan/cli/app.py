@@ -63,7 +63,7 @@ def _root(
 # Each command module in zhisuan/cli defines ``register(app)``; modules starting with "_" are helpers.
 _ORDER = [
     "evaluate", "doctor", "device", "runtime", "zoo", "convert", "optimize", "quantize", "compare", "profile",
-    "bench", "report", "pack", "repo", "serve", "rollout",
+    "bench", "report", "pack", "repo", "serve", "rollout", "apps",
 ]
 _modules = [m.name for m in pkgutil.iter_modules(_cli_pkg.__path__) if not m.name.startswith("_") and m.name != "app"]
 for _name in sorted(_modules, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n)):
